@@ -1,0 +1,262 @@
+"""Recurrent models behind one step/readout contract.
+
+Every model is a pure function of an explicit parameter dict, so the engine can run a step
+with the parameters of *its* time (stored history, SPEC.md rule 4) without copying modules:
+
+    h_t = model.cell(params, x_t, h_{t-1})           # one step; h may be a tuple (LSTM)
+    f_t = model.features(h_t)                         # what the readout sees (h of (h, c))
+    o_t = model.readout(params, f_t)                  # works on (B, H) or stacked (L, B, H)
+    fs, h_L = model.window(params, x[a:b], h_a)       # many steps; fused ATen/cuDNN kernel
+                                                      # where the cell allows it
+
+``params`` is ``model.params()`` (the live nn.Parameters) or a snapshot with the same keys.
+Parameter names follow the notes: ``W_hx`` (H×D), ``W_hh`` (H×H), ``W_qh`` (Q×H), ``b_h``, ``b_q``.
+
+>>> import torch
+>>> m = ElmanRNN(3, 5, 2, nonlinearity="linear", bias=False)
+>>> sorted(m.params())
+['W_hh', 'W_hx', 'W_qh']
+>>> h = m.cell(m.params(), torch.zeros(4, 3), m.init_state(4))
+>>> tuple(m.readout(m.params(), m.features(h)).shape)
+(4, 2)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Mapping, Union
+
+import torch
+from torch import Tensor, nn
+
+State = Union[Tensor, tuple[Tensor, ...]]
+Params = Mapping[str, Tensor]
+
+__all__ = ["State", "Params", "RecurrentModel", "ElmanRNN", "GRUModel", "LSTMModel",
+           "InfluenceBalancingRNN", "MODELS", "make_model", "map_state", "ModelError"]
+
+
+class ModelError(ValueError):
+    """A model was asked for with values that are not allowed."""
+
+
+def map_state(fn: Callable[[Tensor], Tensor], h: State) -> State:
+    """Apply ``fn`` to every tensor of a (possibly tuple) hidden state."""
+    return tuple(fn(t) for t in h) if isinstance(h, tuple) else fn(h)
+
+
+def _uniform_(t: Tensor, bound: float, generator: torch.Generator | None) -> None:
+    with torch.no_grad():
+        t.uniform_(-bound, bound, generator=generator)
+
+
+class RecurrentModel(nn.Module):
+    """The contract the engine talks to. Subclasses set the sizes and implement ``cell``."""
+
+    input_size: int
+    hidden_size: int
+    output_size: int
+    #: True where ``window`` runs one fused sequence kernel instead of a Python loop.
+    fused_window: bool = False
+
+    def params(self) -> dict[str, Tensor]:
+        """The live parameters by name (the dict the engine passes to ``cell``/``readout``)."""
+        return dict(self.named_parameters())
+
+    def init_state(self, batch: int, *, device=None, dtype=None) -> State:
+        p = next(iter(self.parameters()))
+        return torch.zeros(batch, self.hidden_size, device=device or p.device, dtype=dtype or p.dtype)
+
+    def cell(self, params: Params, x: Tensor, h: State) -> State:
+        raise NotImplementedError
+
+    def features(self, h: State) -> Tensor:
+        return h[0] if isinstance(h, tuple) else h
+
+    def readout(self, params: Params, f: Tensor) -> Tensor:
+        out = f @ params["W_qh"].T
+        return out + params["b_q"] if "b_q" in params else out
+
+    def window(self, params: Params, x: Tensor, h: State) -> tuple[Tensor, State]:
+        """Run ``len(x)`` steps from ``h``; return stacked features (L, B, H) and the last state."""
+        feats = []
+        for x_t in x:
+            h = self.cell(params, x_t, h)
+            feats.append(self.features(h))
+        return torch.stack(feats), h
+
+    def forward(self, x: Tensor, h0: State | None = None) -> tuple[Tensor, State]:
+        """Outputs (T, B, Q) and the last state, with the live parameters (plain autograd)."""
+        h = self.init_state(x.shape[1]) if h0 is None else h0
+        feats, h = self.window(self.params(), x, h)
+        return self.readout(self.params(), feats), h
+
+
+class ElmanRNN(RecurrentModel):
+    """h_t = f(W_hx x_t + W_hh h_{t-1} + b_h), o_t = W_qh h_t + b_q, f = tanh or identity."""
+
+    def __init__(self, input_size: int, hidden_size: int, output_size: int,
+                 nonlinearity: str = "tanh", bias: bool = True, *, generator: torch.Generator | None = None):
+        super().__init__()
+        if nonlinearity not in ("tanh", "linear"):
+            raise ModelError(f"nonlinearity={nonlinearity!r} is not allowed: use 'tanh' or 'linear'")
+        _check_sizes(input_size, hidden_size, output_size)
+        self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, output_size
+        self.nonlinearity, self.bias = nonlinearity, bias
+        self.fused_window = nonlinearity == "tanh"
+        self.W_hx = nn.Parameter(torch.empty(hidden_size, input_size))
+        self.W_hh = nn.Parameter(torch.empty(hidden_size, hidden_size))
+        self.W_qh = nn.Parameter(torch.empty(output_size, hidden_size))
+        if bias:
+            self.b_h = nn.Parameter(torch.empty(hidden_size))
+            self.b_q = nn.Parameter(torch.empty(output_size))
+        self.reset_parameters(generator)
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """torch.nn.RNN's init: U(-1/sqrt(H), 1/sqrt(H)) for every parameter."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for p in self.parameters():
+            _uniform_(p, bound, generator)
+
+    def cell(self, params: Params, x: Tensor, h: Tensor) -> Tensor:
+        pre = x @ params["W_hx"].T + h @ params["W_hh"].T
+        if "b_h" in params:
+            pre = pre + params["b_h"]
+        return torch.tanh(pre) if self.nonlinearity == "tanh" else pre
+
+    def window(self, params: Params, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        if not self.fused_window:
+            return super().window(params, x, h)
+        weights = [params["W_hx"], params["W_hh"]]
+        if "b_h" in params:
+            weights += [params["b_h"], torch.zeros_like(params["b_h"])]
+        out, h_n = torch.rnn_tanh(x, h.unsqueeze(0), weights, "b_h" in params, 1, 0.0, True, False, False)
+        return out, h_n.squeeze(0)
+
+
+class GRUModel(RecurrentModel):
+    """A one-layer GRU (torch.nn.GRU's equations and init) with a linear readout."""
+
+    fused_window = True
+
+    def __init__(self, input_size: int, hidden_size: int, output_size: int, bias: bool = True,
+                 *, generator: torch.Generator | None = None):
+        super().__init__()
+        _check_sizes(input_size, hidden_size, output_size)
+        self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, output_size
+        self.W_ih = nn.Parameter(torch.empty(3 * hidden_size, input_size))
+        self.W_hh = nn.Parameter(torch.empty(3 * hidden_size, hidden_size))
+        self.W_qh = nn.Parameter(torch.empty(output_size, hidden_size))
+        if bias:
+            self.b_ih = nn.Parameter(torch.empty(3 * hidden_size))
+            self.b_hh = nn.Parameter(torch.empty(3 * hidden_size))
+            self.b_q = nn.Parameter(torch.empty(output_size))
+        bound = 1.0 / math.sqrt(hidden_size)
+        for p in self.parameters():
+            _uniform_(p, bound, generator)
+
+    def _weights(self, params: Params) -> list[Tensor]:
+        w = [params["W_ih"], params["W_hh"]]
+        return w + [params["b_ih"], params["b_hh"]] if "b_ih" in params else w
+
+    def cell(self, params: Params, x: Tensor, h: Tensor) -> Tensor:
+        return torch.gru_cell(x, h, *self._weights(params)) if "b_ih" in params else \
+            torch.gru_cell(x, h, params["W_ih"], params["W_hh"])
+
+    def window(self, params: Params, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        out, h_n = torch.gru(x, h.unsqueeze(0), self._weights(params), "b_ih" in params, 1, 0.0, True, False, False)
+        return out, h_n.squeeze(0)
+
+
+class LSTMModel(RecurrentModel):
+    """A one-layer LSTM whose state is the tuple (h, c); the readout sees h."""
+
+    fused_window = True
+
+    def __init__(self, input_size: int, hidden_size: int, output_size: int, bias: bool = True,
+                 *, generator: torch.Generator | None = None):
+        super().__init__()
+        _check_sizes(input_size, hidden_size, output_size)
+        self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, output_size
+        self.W_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size))
+        self.W_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))
+        self.W_qh = nn.Parameter(torch.empty(output_size, hidden_size))
+        if bias:
+            self.b_ih = nn.Parameter(torch.empty(4 * hidden_size))
+            self.b_hh = nn.Parameter(torch.empty(4 * hidden_size))
+            self.b_q = nn.Parameter(torch.empty(output_size))
+        bound = 1.0 / math.sqrt(hidden_size)
+        for p in self.parameters():
+            _uniform_(p, bound, generator)
+
+    def init_state(self, batch: int, *, device=None, dtype=None) -> tuple[Tensor, Tensor]:
+        h = super().init_state(batch, device=device, dtype=dtype)
+        return (h, torch.zeros_like(h))
+
+    def _weights(self, params: Params) -> list[Tensor]:
+        w = [params["W_ih"], params["W_hh"]]
+        return w + [params["b_ih"], params["b_hh"]] if "b_ih" in params else w
+
+    def cell(self, params: Params, x: Tensor, h: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        return tuple(torch.lstm_cell(x, h, *self._weights(params)))
+
+    def window(self, params: Params, x: Tensor, h: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        hx = (h[0].unsqueeze(0), h[1].unsqueeze(0))
+        out, h_n, c_n = torch.lstm(x, hx, self._weights(params), "b_ih" in params, 1, 0.0, True, False, False)
+        return out, (h_n.squeeze(0), c_n.squeeze(0))
+
+
+class InfluenceBalancingRNN(RecurrentModel):
+    """The influence-balancing system of the UORO paper as a model with one parameter ``theta``.
+
+    s_t = A s_{t-1} + theta * u * x_t with A = 0.5 I + 0.5 (ones on the superdiagonal),
+    u = (+1 × n_plus, -1 × the rest), s_0 = ones, o_t = s_t^1 (first coordinate), no readout
+    parameters. Feed x_t = 1 and y_t = 1: theta has positive short-term and negative long-term
+    influence on the loss, so short truncation pushes it the wrong way.
+    """
+
+    def __init__(self, input_size: int = 1, hidden_size: int = 23, output_size: int = 1,
+                 n_plus: int = 10, theta0: float = 0.5, *, generator: torch.Generator | None = None):
+        super().__init__()
+        if (input_size, output_size) != (1, 1):
+            raise ModelError(f"input_size={input_size}, output_size={output_size} are not allowed: the influence system takes 1 and 1")
+        _check_sizes(input_size, hidden_size, output_size)
+        if not 0 <= n_plus <= hidden_size:
+            raise ModelError(f"n_plus={n_plus} is not allowed: it must lie in [0, hidden_size={hidden_size}]")
+        self.input_size, self.hidden_size, self.output_size = 1, hidden_size, 1
+        self.theta = nn.Parameter(torch.tensor(float(theta0)))
+        A = 0.5 * torch.eye(hidden_size) + 0.5 * torch.diag(torch.ones(hidden_size - 1), 1)
+        u = torch.cat([torch.ones(n_plus), -torch.ones(hidden_size - n_plus)])
+        self.register_buffer("A", A)
+        self.register_buffer("u", u)
+
+    def init_state(self, batch: int, *, device=None, dtype=None) -> Tensor:
+        return torch.ones(batch, self.hidden_size, device=device or self.theta.device, dtype=dtype or self.theta.dtype)
+
+    def cell(self, params: Params, x: Tensor, h: Tensor) -> Tensor:
+        return h @ self.A.T + x * (params["theta"] * self.u)
+
+    def readout(self, params: Params, f: Tensor) -> Tensor:
+        return f[..., :1]
+
+
+def _check_sizes(*sizes: int) -> None:
+    for name, v in zip(("input_size", "hidden_size", "output_size"), sizes):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ModelError(f"{name}={v!r} is not allowed: sizes must be positive integers")
+
+
+MODELS: dict[str, Callable[..., RecurrentModel]] = {
+    "tanh": lambda D, H, Q, **kw: ElmanRNN(D, H, Q, nonlinearity="tanh", **kw),
+    "linear": lambda D, H, Q, **kw: ElmanRNN(D, H, Q, nonlinearity="linear", **kw),
+    "gru": GRUModel,
+    "lstm": LSTMModel,
+    "influence": InfluenceBalancingRNN,
+}
+
+
+def make_model(cell: str, input_size: int, hidden_size: int, output_size: int, **kwargs) -> RecurrentModel:
+    """Build a model by cell name (one of ``MODELS``)."""
+    if cell not in MODELS:
+        raise ModelError(f"cell={cell!r} is not allowed: known cells are {', '.join(MODELS)}")
+    return MODELS[cell](input_size, hidden_size, output_size, **kwargs)
