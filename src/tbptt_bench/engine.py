@@ -1,10 +1,10 @@
 """The training engine: one stream, one style, exactly as ../shared/SPEC.md decides.
 
-``train_stream`` walks the sequence chunk by chunk (see ``chunking``); at every update time it
-backpropagates the update's losses through the chunks of its window, newest first, passing the
-gradient of each chunk's input state on to the chunk before it by hand, then clips and steps.
-There is no per-style branch: every style is a schedule (update times, window starts) and
-random truncation only adds a multiplier on each carried edge gradient.
+``train_stream`` walks the sequence chunk by chunk (see ``chunking``); at every update time a
+path (``autograd_path``: any model; ``elman_path``: the Elman cell's hand-written backward)
+backpropagates the update's losses through the chunks of its window, newest first, then the
+engine clips and steps. There is no per-style branch: every style is a schedule (update
+times, window starts) and random truncation only adds a multiplier on each carried edge.
 
 >>> import torch
 >>> from tbptt_bench.models import ElmanRNN
@@ -21,19 +21,21 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from .chunking import ChunkPlan, needs_stored_history, plan_chunks
-from .models import RecurrentModel, State, map_state
+from .autograd_path import AutogradPath
+from .chunking import needs_stored_history, plan_chunks
+from .elman_path import ElmanPath
+from .losses import LOSSES, per_step_elements
+from .models import ElmanRNN, RecurrentModel, State, map_state
 from .saved_memory import SavedTensorMeter
 from .styles import TBPTT, RandomTruncation, Style
 
-__all__ = ["train_stream", "evaluate_stream", "UpdateRecord", "TrainResult", "EngineError", "LOSSES"]
+__all__ = ["train_stream", "evaluate_stream", "UpdateRecord", "TrainResult", "EngineError", "LOSSES", "PATHS"]
 
 
 class EngineError(ValueError):
@@ -56,162 +58,88 @@ class TrainResult:
     saved_bytes_peak: int | None = None  #: peak bytes held for backward (when measured)
 
 
-def _mse_sum(o: Tensor, y: Tensor) -> Tensor:
-    return F.mse_loss(o, y, reduction="sum")
+#: Windows up to this many steps run faster through the Elman path's hand-written backward
+#: than through an autograd graph (measured on CPU, benchmarks/): per-update autograd overhead
+#: dominates short windows, a Python loop of small ops long ones.
+MANUAL_MAX_WINDOW = 64
 
 
-def _ce_sum(o: Tensor, y: Tensor) -> Tensor:
-    return F.cross_entropy(o.reshape(-1, o.shape[-1]), y.reshape(-1), reduction="sum")
+def _choose_path(model: RecurrentModel, style: Style, stored_history: bool, k2: int, path: str):
+    """The fastest path that applies: the Elman cell's hand-written backward when windows reach
+    into stored history or random truncation needs a decision per edge (the autograd path would
+    need one backward call per chunk there) or the window is short; autograd otherwise."""
+    if path not in PATHS:
+        raise EngineError(f"path={path!r} is not allowed: use one of {', '.join(PATHS)}")
+    if path == "auto":
+        manual = isinstance(model, ElmanRNN) and (
+            stored_history or isinstance(style, RandomTruncation) or k2 <= MANUAL_MAX_WINDOW)
+        return ElmanPath if manual else AutogradPath
+    if path == "manual-elman" and not isinstance(model, ElmanRNN):
+        raise EngineError(f"path='manual-elman' is not allowed for {type(model).__name__}: it needs an ElmanRNN")
+    return PATHS[path]
 
 
-#: Summed per-step losses; the engine divides by the update's element count (a mean).
-LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"mse": _mse_sum, "ce": _ce_sum}
-
-
-@dataclass
-class _Chunk:
-    plan: ChunkPlan
-    params: dict[str, Tensor]         # the parameters it ran with (live, or its update's snapshot)
-    h_in: State                        # its input state: a leaf when gradient must pass through it
-    h_out: State                       # its output state, with graph (when in a window)
-    loss: Tensor | None = None         # its share of its update's objective, with graph
-    readout_only: bool = field(default=False)
+PATHS = {"auto": None, "autograd": AutogradPath, "manual-elman": ElmanPath}
 
 
 def train_stream(model: RecurrentModel, x: Tensor, y: Tensor, style: Style, optimizer: torch.optim.Optimizer,
                  loss: str = "mse", clip: float | None = None, generator: torch.Generator | None = None,
                  h0: State | None = None, *, callback: Callable[[UpdateRecord], None] | None = None,
-                 measure_memory: bool = False) -> TrainResult:
+                 measure_memory: bool = False, path: str = "auto") -> TrainResult:
     """Train ``model`` on one stream of B rows under ``style``; return per-update records.
 
     x: (T, B, D) inputs; y: (T, B, Q) targets for ``loss="mse"`` or (T, B) class indices for
     ``loss="ce"``. The optimizer is the caller's; the engine sets every ``p.grad`` itself.
     ``clip`` (global norm, SPEC.md) is optional; ``generator`` drives random truncation;
     ``callback(record)`` runs after every update (raise from it to stop early);
-    ``measure_memory`` counts the peak bytes saved for backward (slower).
+    ``measure_memory`` counts the peak bytes held for backward (slower on the autograd path);
+    ``path`` forces an implementation ("autograd", "manual-elman"); "auto" picks the fastest.
     """
     _validate(model, x, y, style, loss, clip, generator, h0)
     T, B = x.shape[0], x.shape[1]
-    loss_sum = LOSSES[loss]
-    per_elem = B * (model.output_size if loss == "mse" else 1)
     _, k2 = style.resolve(T)
-    chunks_plan = plan_chunks(style, T)
-    snapshots = needs_stored_history(chunks_plan)
+    plans = plan_chunks(style, T)
+    stored_history = needs_stored_history(plans)
+    per_step = per_step_elements(loss, B, model.output_size)
+    denoms = {t: per_step * (t - prev) for prev, t, _ in style.updates(T)}
     pi = style.pi if isinstance(style, RandomTruncation) else None
+    runner = _choose_path(model, style, stored_history, k2, path)(
+        model, x, y, loss, k2, pi, getattr(style, "per_stream", False), generator, denoms)
     live = model.params()
     names = list(live)
-    use_fused = model.fused_window and pi is None
-    path = ("fused-window" if use_fused else "step-loop") + ("+stored-history" if snapshots else "")
 
     h = model.init_state(B) if h0 is None else map_state(lambda t: t.detach(), h0)
-    window: list[_Chunk] = []           # chunks whose graphs a current or later update still needs
     records: list[UpdateRecord] = []
     params = live
-    meter = SavedTensorMeter() if measure_memory else None
+    meter = SavedTensorMeter() if measure_memory and isinstance(runner, AutogradPath) else None
     with meter if meter else nullcontext():
-        for plan in chunks_plan:
-            # 1. A new update segment starts: with stored history its steps run on a snapshot,
-            #    so later windows still see the Jacobians of this segment's parameters.
+        for plan in plans:
+            # 1. A new segment starts. With stored history its steps run on a snapshot of the
+            #    parameters, so later windows see the Jacobians of this segment's time (rule 4).
             if plan.a == plan.prev_update:
-                params = {n: p.detach().clone().requires_grad_(True) for n, p in live.items()} if snapshots else live
-            # 2. Forward the chunk. Outside its window the recurrence needs no graph, only the
-            #    readout does (those losses reach W_qh and b_q alone, SPEC.md rule 3).
-            chunk = _forward(model, params, x, y, plan, h, loss_sum, per_elem * (plan.update - plan.prev_update),
-                             use_fused, through=plan.in_window and plan.a > plan.update - k2)
-            h = map_state(lambda t: t.detach(), chunk.h_out)
-            window.append(chunk)
+                params = {n: p.detach().clone().requires_grad_(True) for n, p in live.items()} if stored_history else live
+            # 2. Forward one chunk (graph, or stored states, only where a window will need them).
+            h = runner.forward(plan, params, h)
             if plan.b != plan.update:
                 continue
-            # 3. Update time: backpropagate, clip, step; then free chunks no later window needs.
-            record = _update(model, names, window, plan.update, k2, pi, getattr(style, "per_stream", False),
-                             generator, clip, optimizer, B)
+            # 3. Update time: backpropagate the window, clip, step; free what no later window needs.
+            grads, objective = runner.backward(plan.update, max(plan.update - k2, 0), names)
+            record = _apply(live, names, grads, objective, clip, optimizer, plan.update)
             records.append(record)
-            window = [c for c in window if c.plan.last_use > plan.update]
+            runner.release(plan.update)
             if callback is not None:
                 callback(record)
-    return TrainResult(records, h, path, meter.peak_bytes if meter else None)
+    peak = meter.peak_bytes if meter else (runner.saved_bytes_peak if measure_memory else None)
+    return TrainResult(records, h, runner.name + ("+stored-history" if stored_history else ""), peak)
 
 
-def _forward(model: RecurrentModel, params: dict[str, Tensor], x: Tensor, y: Tensor, plan: ChunkPlan, h: State,
-             loss_sum, denom: int, use_fused: bool, through: bool) -> _Chunk:
-    """Run steps a+1..b from h; ``through`` makes h a leaf so gradient can pass to the chunk before."""
-    xs, ys = x[plan.a:plan.b], y[plan.a:plan.b]
-    h_in = map_state(lambda t: t.detach().requires_grad_(True), h) if through else h
-    with torch.enable_grad() if plan.in_window else torch.no_grad():
-        if use_fused and plan.b - plan.a > 1:
-            feats, h_out = model.window(params, xs, h_in)
-        else:
-            feats, state = [], h_in
-            for x_t in xs:
-                state = model.cell(params, x_t, state)
-                feats.append(model.features(state))
-            feats, h_out = torch.stack(feats), state
-    loss = loss_sum(model.readout(params, feats), ys) / denom
-    return _Chunk(plan, params, h_in, h_out, loss, readout_only=not plan.in_window)
-
-
-def _update(model, names, window: list[_Chunk], u: int, k2: int, pi, per_stream: bool, generator, clip,
-            optimizer, B: int) -> UpdateRecord:
-    grads: dict[str, Tensor | None] = dict.fromkeys(names)
-    start = max(u - k2, 0)
-    g_next: list[Tensor] | None = None     # gradient arriving at the next-newer chunk's input state
-    objective = 0.0
-    for chunk in reversed(window):
-        own = chunk.plan.update == u
-        if own:
-            objective = objective + chunk.loss.detach()
-        if chunk.readout_only:
-            if own and chunk.loss.requires_grad:
-                _accumulate(grads, chunk, torch.autograd.grad(chunk.loss, list(chunk.params.values()), allow_unused=True))
-            continue
-        if chunk.plan.a < start or (not own and g_next is None):
-            continue
-        outs, gouts = ([chunk.loss], [torch.ones_like(chunk.loss)]) if own else ([], [])
-        if g_next is not None:
-            outs += _flat(chunk.h_out)
-            gouts += g_next
-        # The edge h_a -> h_{a+1} carries gradient on only if h_a is not the held-constant start
-        # and random truncation keeps it (xi = 0 stops the backward pass right here).
-        xi = _draw_xi(pi, per_stream, generator, B, outs[0].device, outs[0].dtype) if chunk.plan.a > start else None
-        pass_on = chunk.plan.a > start and (xi is None or bool((xi != 0).any()))
-        inputs = list(chunk.params.values()) + (_flat(chunk.h_in) if pass_on else [])
-        retain = chunk.plan.last_use > u
-        got = torch.autograd.grad(outs, inputs, gouts, retain_graph=retain, allow_unused=True)
-        _accumulate(grads, chunk, got[:len(chunk.params)])
-        if own:
-            chunk.loss = None      # its readout graph is spent; later windows need only the cell's
-        g_next = None
-        if pass_on:
-            g_next = [torch.zeros_like(t) if g is None else g for g, t in zip(got[len(chunk.params):], _flat(chunk.h_in))]
-            if xi is not None:
-                g_next = [g * xi for g in g_next]
-    return _apply(model, names, grads, objective, clip, optimizer, u)
-
-
-def _draw_xi(pi, per_stream: bool, generator, B: int, device, dtype) -> Tensor | None:
-    """xi with P(0) = 1 - pi and P(1/pi) = pi: one per edge, shared by the batch unless per stream."""
-    if pi is None:
-        return None
-    shape = (B, 1) if per_stream else (1, 1)
-    keep = torch.rand(shape, generator=generator, dtype=torch.float64) < pi
-    return (keep.to(dtype) / pi).to(device)
-
-
-def _accumulate(grads: dict[str, Tensor | None], chunk: _Chunk, got) -> None:
-    for name, g in zip(chunk.params, got):
-        if g is not None:
-            grads[name] = g if grads[name] is None else grads[name] + g
-
-
-def _apply(model, names, grads, objective, clip, optimizer, u: int) -> UpdateRecord:
+def _apply(live: dict[str, Tensor], names: list[str], grads, objective, clip, optimizer, u: int) -> UpdateRecord:
     """Set p.grad, clip by global norm (g <- min(1, clip/||g||) g, no epsilon), step."""
-    live = model.params()
     gs = [torch.zeros_like(live[n]) if grads[n] is None else grads[n] for n in names]
-    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in gs]))
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(gs)))
     clipped = False
     if clip is not None and float(norm) > clip:
-        coef = clip / norm
-        gs = [g * coef for g in gs]
+        torch._foreach_mul_(gs, clip / norm)
         clipped = True
     for n, g in zip(names, gs):
         live[n].grad = g
