@@ -16,7 +16,7 @@ from torch import Tensor
 from .chunking import ChunkPlan
 from .losses import LOSSES
 from .models import RecurrentModel, State, map_state
-from .xi import draw_xi
+from .xi import draw_window_xi
 
 __all__ = ["AutogradPath"]
 
@@ -71,6 +71,8 @@ class AutogradPath:
         grads: dict[str, Tensor | None] = dict.fromkeys(names)
         objective = torch.zeros(())
         g_next: list[Tensor] | None = None     # gradient arriving at the newer chunk's input state
+        xis = draw_window_xi(self.pi, self.per_stream, self.generator, start, u, self.x.shape[1],
+                             self.x.device, self.x.dtype)
         for chunk in reversed(self.chunks):
             plan, own = chunk.plan, chunk.plan.update == u
             if own:
@@ -87,8 +89,7 @@ class AutogradPath:
                 gouts += g_next
             # The edge h_a -> h_{a+1} passes gradient on only if h_a is not the held-constant
             # start and random truncation keeps it (xi = 0 stops the backward pass right here).
-            xi = draw_xi(self.pi, self.per_stream, self.generator, self.x.shape[1], outs[0].device,
-                         outs[0].dtype) if plan.a > start else None
+            xi = xis[plan.a - start - 1] if xis is not None and plan.a > start else None   # edge a+1
             pass_on = plan.a > start and (xi is None or bool((xi != 0).any()))
             inputs = list(chunk.params.values()) + (flat(chunk.h_in) if pass_on else [])
             got = torch.autograd.grad(outs, inputs, gouts, retain_graph=plan.last_use > u, allow_unused=True)

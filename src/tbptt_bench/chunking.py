@@ -6,7 +6,8 @@ at every update time u and every truncation point u - k2, so each update's backw
 starting from a detached copy of h_a, and carries gradients between chunks by hand: that is
 how an overlapping window can stop at u - k2 while the steps before it stay alive for the
 next update, and how memory stays bounded by k2 (a chunk is freed after its last update).
-Random truncation needs a decision on every recurrent edge, so its windows are cut per step.
+Random truncation needs a decision on every recurrent edge, so the autograd path cuts its
+windows per step (the Elman path applies xi inside its own backward recursion).
 
 >>> from tbptt_bench.styles import TBPTT
 >>> [(c.a, c.b, c.update, c.in_window, c.last_use) for c in plan_chunks(TBPTT(3, 5), 6)]
@@ -35,12 +36,13 @@ class ChunkPlan:
     last_use: int     #: the last update whose window still contains it (free its graph after)
 
 
-def plan_chunks(style: Style, T: int) -> list[ChunkPlan]:
-    """The chunks of a length-T sequence under ``style``, in order."""
+def plan_chunks(style: Style, T: int, cut_random_edges: bool = True) -> list[ChunkPlan]:
+    """The chunks of a length-T sequence under ``style``, in order. ``cut_random_edges=False``
+    keeps random truncation's windows whole (for paths that apply xi inside a chunk)."""
     _, k2 = style.resolve(T)
     updates = style.update_times(T)
     cuts = {0, *updates, *(u - k2 for u in updates if u - k2 > 0)}
-    if isinstance(style, RandomTruncation):
+    if cut_random_edges and isinstance(style, RandomTruncation):
         for u in updates:
             cuts.update(range(max(u - k2, 0), u + 1))
     edges = sorted(cuts)

@@ -23,7 +23,7 @@ from torch import Tensor
 from .chunking import ChunkPlan
 from .losses import LOSS_GRADS, LOSSES
 from .models import ElmanRNN
-from .xi import draw_xi
+from .xi import draw_window_xi
 
 __all__ = ["ElmanPath"]
 
@@ -89,6 +89,9 @@ class ElmanPath:
         objective = torch.zeros(())
         dpres, h_prevs, xs = [], [], []
         delta: Tensor | None = None            # dL/dh_j arriving from later steps (None: stopped)
+        xis = draw_window_xi(self.pi, self.per_stream, self.generator, start, u, self.x.shape[1],
+                             self.x.device, self.x.dtype)
+        alive = None if xis is None else (xis != 0).flatten(1).any(1).tolist()   # one sync per update
         for block in reversed(self.blocks):
             plan, own = block.plan, block.plan.update == u
             if own:
@@ -96,7 +99,7 @@ class ElmanPath:
                 self._readout_grads(grads, block)
             if not plan.in_window or plan.a < start or (not own and delta is None):
                 continue
-            W_hh, B = block.params["W_hh"], self.x.shape[1]
+            W_hh = block.params["W_hh"]
             for i in range(plan.b - plan.a - 1, -1, -1):      # step j = a + 1 + i, newest first
                 j = plan.a + 1 + i
                 if own:
@@ -108,11 +111,12 @@ class ElmanPath:
                 if j - 1 <= start:
                     delta = None
                     break
-                xi = draw_xi(self.pi, self.per_stream, self.generator, B, dpre.device, dpre.dtype)
-                if xi is not None and not bool((xi != 0).any()):
-                    delta = None
+                if xis is None:
+                    delta = dpre @ W_hh
+                elif alive[j - start - 2]:                      # edge j kept for some stream
+                    delta = (dpre @ W_hh) * xis[j - start - 2]
                 else:
-                    delta = dpre @ W_hh if xi is None else (dpre @ W_hh) * xi
+                    delta = None
                 if delta is None and not own:
                     break
         if dpres:

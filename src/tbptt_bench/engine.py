@@ -98,13 +98,15 @@ def train_stream(model: RecurrentModel, x: Tensor, y: Tensor, style: Style, opti
     _validate(model, x, y, style, loss, clip, generator, h0)
     T, B = x.shape[0], x.shape[1]
     _, k2 = style.resolve(T)
-    plans = plan_chunks(style, T)
+    plans = plan_chunks(style, T, cut_random_edges=False)
     stored_history = needs_stored_history(plans)
     per_step = per_step_elements(loss, B, model.output_size)
     denoms = {t: per_step * (t - prev) for prev, t, _ in style.updates(T)}
     pi = style.pi if isinstance(style, RandomTruncation) else None
-    runner = _choose_path(model, style, stored_history, k2, path)(
-        model, x, y, loss, k2, pi, getattr(style, "per_stream", False), generator, denoms)
+    path_class = _choose_path(model, style, stored_history, k2, path)
+    runner = path_class(model, x, y, loss, k2, pi, getattr(style, "per_stream", False), generator, denoms)
+    if path_class is AutogradPath and pi is not None:
+        plans = plan_chunks(style, T)   # a graph per step: xi is applied between chunks
     live = model.params()
     names = list(live)
 
