@@ -1,0 +1,77 @@
+"""Speed of ONE training pass per style x device x size x implementation (engine vs baselines).
+
+Each benchmark times one pass over a fixed stream from a fresh model and optimizer (built in the
+untimed setup), with the device synchronized inside the timed function; one warm-up round, then
+``--benchmark-min-rounds`` rounds. The group is style | device | size, so the engine and the
+baselines standing for that style sit side by side. Untimed extra passes measure the bytes saved
+for backward (and, on CUDA, the allocator's peak). ``benchmarks/ratios.py`` turns the JSON into a
+Markdown table of engine / best-baseline throughput.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from bench_cases import (IMPLS, SIZES, STYLES, device_or_skip, make_case, peak_device_bytes, prepare,
+                         synchronize)
+
+from tbptt_bench.envinfo import device_name
+from tbptt_bench.styles import parse_style
+
+DEVICES = ("cpu", "cuda", "mps")
+
+IMPLS_BY_NAME = {(style, impl.name): impl for style in STYLES for impl in IMPLS[style]}
+CASES = [pytest.param(style, device, size, impl.name, id=f"{style.replace(' ', '')}-{device}-{size}-{impl.name}")
+         for style in STYLES for device in DEVICES for size in SIZES for impl in IMPLS[style]]
+
+
+@pytest.mark.parametrize("style,device,size,impl", CASES)
+def test_train_pass(benchmark, request, case_cache, style: str, device: str, size: str, impl: str):
+    device_or_skip(device)
+    chosen = IMPLS_BY_NAME[style, impl]
+    if (size, device) not in case_cache:
+        case_cache[size, device] = make_case(SIZES[size], device)
+    case = case_cache[size, device]
+    parsed = parse_style(style)
+    benchmark.group = f"{style} | {device} | {size}"
+
+    # 1. Timed: one pass per round, fresh model and optimizer from the untimed setup.
+    rounds = max(1, int(request.config.getoption("benchmark_min_rounds")))
+    prepared = []
+
+    def setup():
+        prepared[:] = [prepare(case, style, chosen)]   # drop the last round's model
+        synchronize(device)                             # the copy must not leak into the timed call
+        return (), {}
+
+    result = benchmark.pedantic(lambda: prepared[-1](), setup=setup, rounds=rounds, warmup_rounds=1, iterations=1)
+
+    # 2. Untimed: bytes saved for backward, and the allocator's peak on CUDA.
+    saved = prepare(case, style, chosen, measure_memory=True)()["saved_bytes_peak"]
+    peak = peak_device_bytes(case, style, chosen)
+
+    stats = benchmark.stats.stats if benchmark.stats is not None else None
+    median = stats.median if stats is not None and stats.rounds else None
+    benchmark.extra_info.update({
+        "device": device,
+        "device_name": device_name(device),
+        "style": style,
+        "style_spec": parsed.spec,
+        "style_label": parsed.label,
+        "impl": impl,
+        "semantics": chosen.semantics,
+        "engine_path": result["path"] if chosen.is_engine else None,
+        "size": size,
+        "B": case.size.B, "H": case.size.H, "T": case.T,
+        "updates": result["updates"],
+        "timesteps": case.T,
+        "timesteps_per_s": case.T / median if median else None,                # stream steps (B rows each) per s
+        "samples_per_s": case.T * case.size.B / median if median else None,    # row-steps per s
+        "updates_per_s": result["updates"] / median if median else None,
+        "peak_mem_bytes": peak,
+        "peak_mem_source": "cuda_max_allocated" if peak is not None else None,
+        "saved_for_backward_bytes": saved,
+        "torch_threads": torch.get_num_threads(),
+    })
+    if chosen.is_engine:
+        assert result["updates"] == len(parsed.update_times(case.T))
