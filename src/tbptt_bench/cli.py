@@ -1,0 +1,312 @@
+"""The ``tbptt-bench`` command line: list, sweep, run, report, compare.
+
+    tbptt-bench run                           # quick sweep of every task, then the report
+    tbptt-bench sweep echo --preset smoke     # one task's smoke runs into results/
+    tbptt-bench sweep --dry-run               # the plan: which runs exist, which would train
+    tbptt-bench report results/               # tables and figures from the records alone
+    tbptt-bench compare results/cpu-x results/cuda-y --out results/compare
+
+Bad input (unknown task, style, preset or device, CUDA absent, --jobs 0, an unwritable results
+folder, a broken spec file) prints one line ``tbptt-bench: error: ...`` on stderr and exits 2
+before anything is trained or written. Exit 1 means some run failed; 130 an interrupt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+__all__ = ["main", "build_parser", "find_specs_dir"]
+
+PROG = "tbptt-bench"
+
+
+class CLIError(ValueError):
+    """Bad command-line input the parser cannot see (e.g. an unknown task name)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line: ``tbptt-bench: error: ...``, exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{PROG}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed: use a positive integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed: use a positive integer")
+    return v
+
+
+# -- locating specs ---------------------------------------------------------------------------
+def find_specs_dir(explicit: str | None = None) -> Path:
+    """--specs-dir, else ./tasks when it holds specs, else the checkout's tasks/ beside src/."""
+    from .spec import SpecError
+
+    if explicit:
+        d = Path(explicit)
+        if not d.is_dir():
+            raise SpecError(f"--specs-dir {explicit!r} is not a folder")
+        return d
+    here = Path.cwd() / "tasks"
+    if any(here.glob("*.toml")):
+        return here
+    repo = Path(__file__).resolve().parents[2] / "tasks"
+    if repo.is_dir():
+        return repo
+    raise SpecError("no tasks/ folder of <task>.toml specs found in the current folder or beside the package; "
+                    "pass --specs-dir DIR")
+
+
+def _load_specs(names: Sequence[str], specs_dir: str | None):
+    from .spec import load_spec, load_specs
+
+    if names and all(n.endswith(".toml") or Path(n).is_file() for n in names):
+        return [load_spec(n) for n in names]
+    available = load_specs(find_specs_dir(specs_dir))
+    if not names:
+        return available
+    by_name = {}
+    for s in available:
+        by_name.setdefault(Path(s.path).stem, s)
+        by_name.setdefault(s.task, s)
+    out = []
+    for n in names:
+        if n.endswith(".toml") or Path(n).is_file():
+            out.append(load_spec(n))
+        elif n in by_name:
+            out.append(by_name[n])
+        else:
+            raise CLIError(f"unknown task {n!r}: known task specs are {', '.join(sorted(by_name)) or '(none)'}")
+    return out
+
+
+# -- commands ---------------------------------------------------------------------------------
+def _cmd_list(args) -> int:
+    from . import styles
+    from .spec import SWEEP_PRESETS, SpecError, load_specs
+    from .store import iter_run_dirs, is_complete
+
+    try:
+        from .tasks import TASKS
+        print("tasks (registry):", ", ".join(TASKS))
+    except ImportError:
+        print("tasks (registry): unavailable (tbptt_bench.tasks is missing)")
+    try:
+        specs_dir = find_specs_dir(args.specs_dir)
+        print(f"task specs ({specs_dir}):")
+        for s in load_specs(specs_dir):
+            print(f"  {Path(s.path).stem:10s} task={s.task} cell={s.cell} styles={len(s.styles)} "
+                  f"presets={', '.join(s.presets) or '-'}")
+    except SpecError as e:
+        print(f"task specs: none ({e})")
+    print("styles (presets; write them as calls, e.g. tf_style(5)):")
+    for name, fn in styles.PRESETS.items():
+        params = ", ".join(inspect.signature(fn).parameters)
+        print(f"  {name}({params})")
+    print("sweep presets:", ", ".join(SWEEP_PRESETS))
+    root = Path(args.results)
+    tags: dict[str, list[int]] = {}
+    for run in iter_run_dirs(root):
+        rel = run.relative_to(root).parts
+        if len(rel) == 3:
+            t = tags.setdefault(rel[0], [0, 0])
+            t[0] += 1
+            t[1] += is_complete(run)
+    print(f"devices in {root}:", "none" if not tags else "")
+    for tag, (n, done) in sorted(tags.items()):
+        print(f"  {tag}: {done} complete runs of {n}")
+    return 0
+
+
+def _check_writable(results: Path) -> None:
+    try:
+        results.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=results):
+            pass
+    except OSError as e:
+        raise CLIError(f"results folder {str(results)!r} is not writable ({e.strerror or e})") from None
+
+
+def _sweep(args, preset: str) -> int:
+    from . import envinfo, sweep
+    from .styles import parse_style
+
+    specs = _load_specs(args.specs, args.specs_dir)
+    if not specs:
+        raise CLIError("no task specs to run")
+    for style in args.style or ():
+        parse_style(style)
+    if args.backend == "ray":
+        if args.device not in ("auto", *envinfo.DEVICES):
+            envinfo.resolve_device(args.device)
+        device = "cpu" if args.device == "auto" else args.device
+        tag = sweep.ray_device_tag(device, args.address)
+    else:
+        device = envinfo.resolve_device(args.device)
+        tag = sweep.local_device_tag(device)
+    results = Path(args.results)
+    runs = sweep.plan(specs, preset, tag, results, args.seeds, args.style)
+    if args.dry_run:
+        return _print_plan(runs, args.force)
+    _check_writable(results)
+    n_todo = sum(1 for r in runs if args.force or r.state != "complete")
+    if not args.quiet:
+        print(f"{PROG}: {len(runs)} runs ({preset}, {tag}): {n_todo} to train, {len(runs) - n_todo} complete",
+              flush=True)
+    counts = sweep.execute(runs, results, device, backend=args.backend, jobs=args.jobs, threads=args.threads,
+                           force=args.force, quiet=args.quiet, address=args.address)
+    if not args.quiet:
+        print(f"{PROG}: done: " + ", ".join(f"{k} {counts.get(k, 0)}" for k in ("ok", "diverged", "failed", "skipped")))
+    return 1 if counts.get("failed") else 0
+
+
+def _print_plan(runs, force: bool) -> int:
+    for r in runs:
+        action = "train" if force or r.state != "complete" else "skip"
+        print(f"{action:5s} {r.state:10s} {r.run_dir}")
+    n = sum(1 for r in runs if force or r.state != "complete")
+    print(f"{len(runs)} runs: {n} would train, {len(runs) - n} complete (dry run: nothing trained)")
+    return 0
+
+
+def _cmd_sweep(args) -> int:
+    return _sweep(args, args.preset)
+
+
+def _report_module():
+    try:
+        from . import report
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith("tbptt_bench"):
+            return None
+        raise
+    return report
+
+
+def _cmd_run(args) -> int:
+    status = _sweep(args, args.preset)
+    if args.dry_run:
+        return status
+    report = _report_module()
+    if report is None:
+        print(f"{PROG}: note: the report module is not installed yet; the records are in {args.results}")
+        return status
+    for p in report.build_report(Path(args.results)):
+        print(p)
+    return status
+
+
+def _cmd_report(args) -> int:
+    report = _report_module()
+    if report is None:
+        raise CLIError("the report module (tbptt_bench.report) is not available in this installation")
+    if not Path(args.results_dir).is_dir():
+        raise CLIError(f"results folder {args.results_dir!r} does not exist")
+    for p in report.build_report(Path(args.results_dir)):
+        print(p)
+    return 0
+
+
+def _cmd_compare(args) -> int:
+    try:
+        from .compare import compare
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith("tbptt_bench"):
+            raise CLIError("the compare module (tbptt_bench.compare) is not available in this installation") from None
+        raise
+    for d in args.dirs:
+        if not Path(d).is_dir():
+            raise CLIError(f"results folder {d!r} does not exist")
+    for p in compare([Path(d) for d in args.dirs], Path(args.out)):
+        print(p)
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------------------
+def _sweep_flags(p: argparse.ArgumentParser, default_preset: str) -> None:
+    p.add_argument("specs", nargs="*", metavar="SPEC",
+                   help="task names (e.g. echo) or spec files (tasks/echo.toml); default: every spec in tasks/")
+    p.add_argument("--preset", default=default_preset, choices=("smoke", "quick", "full"),
+                   help=f"sweep size: smoke (seconds), quick (minutes), full (the real comparison); default {default_preset}")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"),
+                   help="where to train; auto picks cuda, then mps, then cpu (default auto)")
+    p.add_argument("--seeds", type=_positive_int, metavar="N", help="run seeds 0..N-1 instead of the spec's seeds")
+    p.add_argument("--style", action="append", metavar="STYLE",
+                   help="run only this style, e.g. 'tf_style(5)' (repeat for several); default: the spec's styles")
+    p.add_argument("--results", default="results", metavar="DIR", help="results folder (default results/)")
+    p.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
+                   help="worker processes running at once, each run in a fresh process (default 1)")
+    p.add_argument("--threads", type=_positive_int, default=1, metavar="N",
+                   help="torch intra-op threads per run (default 1: small RNNs are latency-bound)")
+    p.add_argument("--backend", default="local", choices=("local", "ray"),
+                   help="local processes, or Ray tasks (needs `pip install tbptt-bench[ray]`); default local")
+    p.add_argument("--address", metavar="ADDR", help="Ray cluster address (default: start a local Ray instance)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (and which runs are complete); train nothing")
+    p.add_argument("--force", action="store_true", help="rerun complete runs too (each old folder is replaced atomically)")
+    p.add_argument("--specs-dir", metavar="DIR", help="folder of <task>.toml specs (default: ./tasks or the checkout's tasks/)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-run lines")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="A benchmark for truncated backpropagation through time.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser, required=True)
+
+    p = sub.add_parser("list", help="tasks, styles, sweep presets and the devices seen in a results folder",
+                       description="List tasks, styles, sweep presets and the devices seen in a results folder.")
+    p.add_argument("--results", default="results", metavar="DIR", help="results folder to look in (default results/)")
+    p.add_argument("--specs-dir", metavar="DIR", help="folder of <task>.toml specs (default: ./tasks or the checkout's tasks/)")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("sweep", help="train every run of a sweep preset that is not complete yet",
+                       description="Train every run of a sweep preset that is not complete yet.")
+    _sweep_flags(p, "smoke")
+    p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("run", help="the quick sweep of every task, then the report",
+                       description="The quick sweep (same flags as sweep), then the report.")
+    _sweep_flags(p, "quick")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("report", help="tables and figures from the records in a results folder",
+                       description="Regenerate tables/ and figures/ in a results folder from its run records.")
+    p.add_argument("results_dir", nargs="?", default="results", metavar="RESULTS_DIR",
+                   help="results folder (default results/)")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("compare", help="hardware timings side by side for several results folders",
+                       description="Timings and memory of the same runs on several devices, side by side.")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="results folders (or device folders) to compare; the first is the baseline")
+    p.add_argument("--out", default="results/compare", metavar="DIR", help="where to write the comparison (default results/compare)")
+    p.set_defaults(func=_cmd_compare)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``tbptt-bench`` and ``python -m tbptt_bench``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if _is_input_error(e):
+            print(f"{PROG}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _is_input_error(e: Exception) -> bool:
+    """The project's own ValueError subclasses (and the missing-ray BackendError) are bad input."""
+    from .sweep import BackendError
+
+    return isinstance(e, BackendError) or (isinstance(e, ValueError) and type(e).__module__.startswith("tbptt_bench"))

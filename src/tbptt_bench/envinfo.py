@@ -1,0 +1,145 @@
+"""Where a number was measured: device, library versions, CPU, commit. Never hostnames or secrets.
+
+``collect(device)`` returns the ``env.json`` record of the results schema; ``device_tag`` turns it
+into the folder name runs are grouped under (lowercase slug of device kind + name).
+
+>>> slug("NVIDIA H100 80GB HBM3")
+'nvidia-h100-80gb-hbm3'
+>>> device_tag({"device_kind": "cpu", "device_name": "AMD EPYC 7B13"})
+'cpu-amd-epyc-7b13'
+
+torch is imported inside the functions, so importing this module touches nothing.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+import subprocess
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DeviceError", "DEVICES", "resolve_device", "collect", "device_tag", "slug", "cpu_model", "git_info"]
+
+#: Devices the harness runs on ("auto" picks cuda, then mps, then cpu).
+DEVICES: tuple[str, ...] = ("cpu", "cuda", "mps")
+
+
+class DeviceError(ValueError):
+    """A device was asked for that is unknown or absent on this machine."""
+
+
+def resolve_device(name: str) -> str:
+    """``"auto"|"cpu"|"cuda"|"mps"`` -> a device present here; absent or unknown -> ``DeviceError``."""
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        return "mps" if mps is not None and mps.is_available() else "cpu"
+    if name not in DEVICES:
+        raise DeviceError(f"device {name!r} is not allowed: use auto, {', '.join(DEVICES)}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("device 'cuda' was asked for but CUDA is not available here (torch "
+                          f"{torch.__version__}); use --device cpu or auto")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise DeviceError("device 'mps' was asked for but MPS is not available here; use --device cpu or auto")
+    return name
+
+
+def slug(text: str) -> str:
+    """Lowercase, ``(R)``/``(TM)`` dropped, every other run of non-alphanumerics -> one ``-``."""
+    t = re.sub(r"\((r|tm)\)", "", text.lower())
+    return re.sub(r"[^a-z0-9]+", "-", t).strip("-") or "unknown"
+
+
+def device_tag(env: dict[str, Any]) -> str:
+    """The results folder for a device: ``<kind>-<name slug>``."""
+    return f"{env['device_kind']}-{slug(env['device_name'])}"
+
+
+@lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else ``platform``'s best guess."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    if sys.platform == "darwin":
+        try:
+            out = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5)
+            if out.returncode == 0 and out.stdout.strip():
+                return out.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def git_info(where: Path | None = None) -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the checkout holding this package; (None, None) when there is none.
+
+    Dirty means tracked files differ from the commit (untracked files such as results are ignored).
+    """
+    cwd = where or Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None, None
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                                capture_output=True, text=True, timeout=30)
+        dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
+        return head.stdout.strip(), dirty
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+def _package_version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+        return version("tbptt-bench")
+    except PackageNotFoundError:
+        from . import __version__
+        return __version__
+
+
+def device_name(device: str) -> str:
+    """Human name of the device: the GPU's name on cuda, the CPU model on cpu."""
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.get_device_name(torch.cuda.current_device())
+    if device == "mps":
+        return f"Apple MPS ({cpu_model()})"
+    return cpu_model()
+
+
+def collect(device: str) -> dict[str, Any]:
+    """The ``env.json`` record for runs on ``device`` (one of ``DEVICES``).
+
+    Keys: device_kind, device_name, torch_version, cuda_version (None unless cuda),
+    cudnn_version, cpu_model, cpu_threads (torch intra-op threads), python_version, platform,
+    package_version, git_commit, git_dirty.
+    """
+    import torch
+
+    commit, dirty = git_info()
+    on_cuda = device == "cuda"
+    return {
+        "device_kind": device,
+        "device_name": device_name(device),
+        "torch_version": torch.__version__,
+        "cuda_version": torch.version.cuda if on_cuda else None,
+        "cudnn_version": torch.backends.cudnn.version() if on_cuda else None,
+        "cpu_model": cpu_model(),
+        "cpu_threads": torch.get_num_threads(),
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+        "package_version": _package_version(),
+        "git_commit": commit,
+        "git_dirty": dirty,
+    }

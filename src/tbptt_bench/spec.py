@@ -1,0 +1,356 @@
+"""Task specs: one TOML file per task, validated into frozen dataclasses, resolved into runs.
+
+A spec names the task and its generator parameters, the model, the optimizer, the budget, the
+styles and seeds, and per-preset overrides (``smoke`` seconds, ``quick`` minutes, ``full`` the
+real comparison). ``resolve`` expands one preset into one ``RunConfig`` per
+(hidden size, learning rate, style, seed). This module is pure Python (no torch).
+
+>>> spec = parse_spec('''
+... [task]
+... name = "echo"
+... [model]
+... cell = "tanh"
+... hidden_sizes = [4]
+... [optimizer]
+... name = "adagrad"
+... lrs = [0.1]
+... [budget]
+... epochs = 1
+... batch = 8
+... row_len = 50
+... val_batch = 8
+... val_len = 50
+... eval_every_updates = 5
+... warmup_updates = 1
+... [sweep]
+... styles = ["tf_style(5)", "full()"]
+... seeds = [0]
+... ''', "echo.toml")
+>>> [(r.style, r.hidden_size, r.lr) for r in resolve(spec, "full")]
+[('tf_style(5)', 4, 0.1), ('full()', 4, 0.1)]
+>>> resolve(spec, "full")[0].run_id  # doctest: +ELLIPSIS
+'echo-tf_style-5-tanh4-lr0.1-s0-...'
+
+Units: ``row_len`` and ``val_len`` are steps per row, ``batch`` and ``val_batch`` rows,
+``eval_every_updates`` and ``warmup_updates`` parameter updates, ``epochs`` fresh training streams.
+
+Adding a key: add it to the matching ``_Field`` table below and to the dataclass; unknown keys
+are errors, so a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import sys
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from .styles import StyleError, parse_style
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+__all__ = ["SpecError", "Budget", "PresetOverride", "Spec", "RunConfig", "OPTIMIZERS", "SWEEP_PRESETS",
+           "load_spec", "load_specs", "parse_spec", "resolve", "style_slug"]
+
+#: Optimizer names a spec may use -> the ``torch.optim`` class the harness builds.
+OPTIMIZERS: dict[str, str] = {"sgd": "SGD", "adam": "Adam", "adagrad": "Adagrad", "rmsprop": "RMSprop"}
+
+#: Sweep presets, smallest first.
+SWEEP_PRESETS: tuple[str, ...] = ("smoke", "quick", "full")
+
+
+class SpecError(ValueError):
+    """A spec file is unreadable, has an unknown or missing key, or a value of the wrong type."""
+
+
+# -- value checkers: each returns the cleaned value or raises _Bad(what is allowed) -------------
+class _Bad(Exception):
+    pass
+
+
+def _pos_int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise _Bad("a positive integer")
+    return v
+
+
+def _nonneg_int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise _Bad("an integer >= 0")
+    return v
+
+
+def _pos_float(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        raise _Bad("a positive number")
+    return float(v)
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str) or not v:
+        raise _Bad("a non-empty string")
+    return v
+
+
+def _optimizer(v: Any) -> str:
+    if v not in OPTIMIZERS:
+        raise _Bad(f"one of {', '.join(OPTIMIZERS)}")
+    return v
+
+
+def _style(v: Any) -> str:
+    try:
+        return parse_style(v).spec
+    except StyleError as e:
+        raise _Bad(f"a style call like 'tf_style(5)' ({e})") from None
+
+
+def _list_of(item: Callable[[Any], Any], what: str) -> Callable[[Any], tuple]:
+    def check(v: Any) -> tuple:
+        if not isinstance(v, list) or not v:
+            raise _Bad(f"a non-empty list of {what}")
+        try:
+            return tuple(item(x) for x in v)
+        except _Bad:
+            raise _Bad(f"a non-empty list of {what}") from None
+    return check
+
+
+def _table(v: Any) -> dict:
+    if not isinstance(v, dict):
+        raise _Bad("a table")
+    return {k: _freeze(x) for k, x in v.items()}
+
+
+def _freeze(v: Any) -> Any:
+    """TOML arrays become tuples so configs stay immutable (JSON writes them back as lists)."""
+    if isinstance(v, list):
+        return tuple(_freeze(x) for x in v)
+    if isinstance(v, dict):
+        return {k: _freeze(x) for k, x in v.items()}
+    return v
+
+
+_BUDGET_KEYS: dict[str, Callable[[Any], Any]] = {
+    "epochs": _pos_int, "batch": _pos_int, "row_len": _pos_int, "val_batch": _pos_int,
+    "val_len": _pos_int, "eval_every_updates": _pos_int, "warmup_updates": _nonneg_int,
+}
+_HIDDEN = _list_of(_pos_int, "positive integers")
+_LRS = _list_of(_pos_float, "positive numbers")
+_SEEDS = _list_of(_nonneg_int, "integers >= 0")
+_STYLES = _list_of(_style, "style strings like 'tf_style(5)'")
+_OVERRIDE_KEYS: dict[str, Callable[[Any], Any]] = {
+    **_BUDGET_KEYS, "hidden_sizes": _HIDDEN, "lrs": _LRS, "seeds": _SEEDS, "styles": _STYLES,
+}
+#: section -> key -> (checker, required)
+_SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
+    "task": {"name": (_str, True), "params": (_table, False)},
+    "model": {"cell": (_str, True), "hidden_sizes": (_HIDDEN, True)},
+    "optimizer": {"name": (_optimizer, True), "lrs": (_LRS, True), "clip": (_pos_float, False)},
+    "budget": {k: (c, True) for k, c in _BUDGET_KEYS.items()},
+    "sweep": {"styles": (_STYLES, True), "seeds": (_SEEDS, True)},
+}
+
+
+# -- dataclasses -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Budget:
+    """How long one run trains and how it is measured (steps, rows, updates; see module doc)."""
+
+    epochs: int
+    batch: int
+    row_len: int
+    val_batch: int
+    val_len: int
+    eval_every_updates: int
+    warmup_updates: int
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PresetOverride:
+    """What one sweep preset changes; ``None``/empty means "as in the base sections"."""
+
+    budget: Mapping[str, int] = field(default_factory=dict)
+    hidden_sizes: tuple[int, ...] | None = None
+    lrs: tuple[float, ...] | None = None
+    seeds: tuple[int, ...] | None = None
+    styles: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One validated task spec file."""
+
+    path: str
+    task: str
+    task_params: Mapping[str, Any]
+    cell: str
+    hidden_sizes: tuple[int, ...]
+    optimizer: str
+    lrs: tuple[float, ...]
+    clip: float | None
+    budget: Budget
+    styles: tuple[str, ...]
+    seeds: tuple[int, ...]
+    presets: Mapping[str, PresetOverride]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines one run (and so its id). JSON-able via ``to_dict``.
+
+    ``style`` is the canonical style string (``styles.parse_style(style).spec``).
+    """
+
+    task: str
+    task_params: Mapping[str, Any]
+    cell: str
+    hidden_size: int
+    optimizer: str
+    lr: float
+    clip: float | None
+    style: str
+    budget: Budget
+    seed: int
+    sweep: str
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["task_params"] = _thaw(dict(self.task_params))
+        d["budget"] = self.budget.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
+        d = dict(d)
+        d["task_params"] = _freeze(dict(d["task_params"]))
+        d["budget"] = Budget(**d["budget"])
+        return cls(**d)
+
+    @property
+    def config_hash(self) -> str:
+        """12 hex digits of sha256 over the canonical JSON of ``to_dict()``."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    @property
+    def run_id(self) -> str:
+        """``<task>-<style slug>-<cell><hidden>-lr<lr>-s<seed>-<hash>``, e.g. ``echo-tf_style-5-tanh4-lr0.1-s0-…``."""
+        return (f"{self.task}-{style_slug(self.style)}-{self.cell}{self.hidden_size}-lr{self.lr:g}"
+                f"-s{self.seed}-{self.config_hash}")
+
+
+def _thaw(v: Any) -> Any:
+    if isinstance(v, tuple):
+        return [_thaw(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _thaw(x) for k, x in v.items()}
+    return v
+
+
+def style_slug(style: str) -> str:
+    """A folder-safe form of a style string (lowercase letters, digits, ``_``, ``.`` and ``-``).
+
+    >>> style_slug("tf_style(5)"), style_slug("random(0.1)"), style_slug("full()")
+    ('tf_style-5', 'random-0.1', 'full')
+    """
+    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9_.]+", "-", style.lower())).strip("-")
+
+
+# -- loading ---------------------------------------------------------------------------------
+def _check_section(path: str, where: str, table: Any, schema: Mapping[str, tuple[Callable, bool]]) -> dict:
+    if not isinstance(table, dict):
+        raise SpecError(f"{path}: [{where}] must be a table with keys {', '.join(schema)}")
+    out = {}
+    for key in table:
+        if key not in schema:
+            raise SpecError(f"{path}: unknown key '{where}.{key}'; allowed in [{where}]: {', '.join(schema)}")
+    for key, (check, required) in schema.items():
+        if key not in table:
+            if required:
+                raise SpecError(f"{path}: missing required key '{where}.{key}'")
+            continue
+        try:
+            out[key] = check(table[key])
+        except _Bad as e:
+            raise SpecError(f"{path}: {where}.{key} = {table[key]!r} is not allowed: expected {e}") from None
+    return out
+
+
+def parse_spec(text: str, path: str = "<spec>") -> Spec:
+    """Validate TOML text into a ``Spec``; ``path`` only labels error messages."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"{path}: not valid TOML: {e}") from None
+    allowed = [*_SCHEMA, "presets"]
+    for key in raw:
+        if key not in allowed:
+            raise SpecError(f"{path}: unknown key '{key}'; allowed top-level tables: {', '.join(allowed)}")
+    sec = {name: _check_section(path, name, raw.get(name, {}), schema) for name, schema in _SCHEMA.items()}
+    presets_raw = raw.get("presets", {})
+    if not isinstance(presets_raw, dict):
+        raise SpecError(f"{path}: [presets] must be a table of {', '.join(SWEEP_PRESETS)}")
+    presets = {}
+    for name, table in presets_raw.items():
+        if name not in SWEEP_PRESETS:
+            raise SpecError(f"{path}: unknown key 'presets.{name}'; allowed presets: {', '.join(SWEEP_PRESETS)}")
+        o = _check_section(path, f"presets.{name}", table, {k: (c, False) for k, c in _OVERRIDE_KEYS.items()})
+        presets[name] = PresetOverride(
+            budget={k: v for k, v in o.items() if k in _BUDGET_KEYS},
+            **{k: o.get(k) for k in ("hidden_sizes", "lrs", "seeds", "styles")})
+    return Spec(path=path, task=sec["task"]["name"], task_params=sec["task"].get("params", {}),
+                cell=sec["model"]["cell"], hidden_sizes=sec["model"]["hidden_sizes"],
+                optimizer=sec["optimizer"]["name"], lrs=sec["optimizer"]["lrs"],
+                clip=sec["optimizer"].get("clip"), budget=Budget(**sec["budget"]),
+                styles=sec["sweep"]["styles"], seeds=sec["sweep"]["seeds"], presets=presets)
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and validate one spec file (``SpecError`` names the file and the key)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError(f"{p}: cannot read spec file ({e.__class__.__name__}: {e})") from None
+    return parse_spec(text, str(p))
+
+
+def load_specs(directory: str | Path) -> list[Spec]:
+    """Every ``*.toml`` in ``directory``, sorted by file name."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise SpecError(f"{d}: specs folder not found (a folder of <task>.toml files is expected)")
+    return [load_spec(p) for p in sorted(d.glob("*.toml"))]
+
+
+def resolve(spec: Spec, preset: str, seeds: Iterable[int] | None = None,
+            styles: Iterable[str] | None = None) -> list[RunConfig]:
+    """One ``RunConfig`` per (hidden size, lr, style, seed) for a sweep preset.
+
+    ``seeds`` replaces the spec's seeds (the CLI's ``--seeds N`` passes ``range(N)``);
+    ``styles`` (style strings) replaces its styles (``StyleError`` for a bad one).
+    """
+    if preset not in SWEEP_PRESETS:
+        raise SpecError(f"preset {preset!r} is not allowed: use one of {', '.join(SWEEP_PRESETS)}")
+    o = spec.presets.get(preset, PresetOverride())
+    budget = replace(spec.budget, **dict(o.budget))
+    seed_list = tuple(seeds) if seeds is not None else (o.seeds or spec.seeds)
+    style_list = tuple(parse_style(s).spec for s in styles) if styles else (o.styles or spec.styles)
+    return [RunConfig(task=spec.task, task_params=spec.task_params, cell=spec.cell, hidden_size=h,
+                      optimizer=spec.optimizer, lr=lr, clip=spec.clip, style=style, budget=budget,
+                      seed=seed, sweep=preset)
+            for h in (o.hidden_sizes or spec.hidden_sizes)
+            for lr in (o.lrs or spec.lrs)
+            for style in style_list
+            for seed in seed_list]
