@@ -79,10 +79,7 @@ def test_list_shows_tasks_styles_presets_and_devices(smoke_results, capsys):
 
 
 def test_report_and_compare_are_thin_wrappers(tmp_path, capsys, monkeypatch):
-    report = cli._report_module()
-    if report is None:
-        pytest.skip("tbptt_bench.report is not installed yet")
-    from tbptt_bench import compare
+    from tbptt_bench import compare, report
 
     calls = []
     monkeypatch.setattr(report, "build_report", lambda d: calls.append(("report", d)) or [d / "tables" / "index.md"])

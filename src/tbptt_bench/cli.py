@@ -182,37 +182,29 @@ def _cmd_sweep(args) -> int:
     return _sweep(args, args.preset)
 
 
-def _report_module():
-    try:
-        from . import report
-    except ModuleNotFoundError as e:
-        if e.name and e.name.startswith("tbptt_bench"):
-            return None
-        raise
-    return report
-
-
 def _cmd_run(args) -> int:
     status = _sweep(args, args.preset)
     if args.dry_run:
         return status
-    report = _report_module()
-    if report is None:
-        print(f"{PROG}: note: the report module is not installed yet; the records are in {args.results}")
-        return status
-    for p in report.build_report(Path(args.results)):
+    from .report import build_report   # lazy: sweeping needs no pandas/seaborn import
+
+    for p in build_report(Path(args.results)):
         print(p)
     return status
 
 
 def _cmd_report(args) -> int:
-    report = _report_module()
-    if report is None:
-        raise CLIError("the report module (tbptt_bench.report) is not available in this installation")
+    from .readme_results import update_readme
+    from .report import build_report
+
     if not Path(args.results_dir).is_dir():
         raise CLIError(f"results folder {args.results_dir!r} does not exist")
-    for p in report.build_report(Path(args.results_dir)):
+    if args.readme is not None and not Path(args.readme).is_file():
+        raise CLIError(f"--readme {args.readme!r} is not allowed: no such file")
+    for p in build_report(Path(args.results_dir)):
         print(p)
+    if args.readme is not None:
+        print(update_readme(args.readme, args.results_dir))
     return 0
 
 
@@ -280,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Regenerate tables/ and figures/ in a results folder from its run records.")
     p.add_argument("results_dir", nargs="?", default="results", metavar="RESULTS_DIR",
                    help="results folder (default results/)")
+    p.add_argument("--readme", metavar="FILE",
+                   help="also rewrite the block between the results markers of this README (e.g. README.md)")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("compare", help="hardware timings side by side for several results folders",
