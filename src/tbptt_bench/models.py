@@ -27,6 +27,7 @@ import math
 from typing import Callable, Mapping, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 State = Union[Tensor, tuple[Tensor, ...]]
@@ -74,8 +75,7 @@ class RecurrentModel(nn.Module):
         return h[0] if isinstance(h, tuple) else h
 
     def readout(self, params: Params, f: Tensor) -> Tensor:
-        out = f @ params["W_qh"].T
-        return out + params["b_q"] if "b_q" in params else out
+        return F.linear(f, params["W_qh"], params.get("b_q"))   # one addmm: o = f W_qh^T + b_q
 
     def window(self, params: Params, x: Tensor, h: State) -> tuple[Tensor, State]:
         """Run ``len(x)`` steps from ``h``; return stacked features (L, B, H) and the last state."""
