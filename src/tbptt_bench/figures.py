@@ -72,7 +72,8 @@ def save(fig, stem: Path, formats: Sequence[str] = ("png", "svg")) -> list[Path]
 def _palette(labels: Sequence[str]) -> dict[str, tuple]:
     import seaborn as sns
 
-    colors = sns.color_palette("colorblind", max(len(labels), 1))
+    n = max(len(labels), 1)   # colorblind-safe up to its 10 colours; beyond, 20 distinct ones
+    colors = sns.color_palette("colorblind" if n <= 10 else "tab20", n)
     return {lab: colors[i % len(colors)] for i, lab in enumerate(labels)}
 
 
