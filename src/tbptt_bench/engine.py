@@ -58,21 +58,25 @@ class TrainResult:
     saved_bytes_peak: int | None = None  #: peak bytes held for backward (when measured)
 
 
-#: Windows up to this many steps run faster through the Elman path's hand-written backward
-#: than through an autograd graph (measured on CPU, benchmarks/): per-update autograd overhead
-#: dominates short windows, a Python loop of small ops long ones.
+#: When the Elman path's hand-written backward beats one autograd graph per window (measured on
+#: CPU with benchmarks/ and torch 2.13): per-update autograd overhead dominates short windows
+#: (k2 <= 64) and narrow states (B*H <= 2048, e.g. B=16, H=32: 45 vs 60 ms for T=512); for long
+#: windows of wide states the Python loop of small ops loses (B=64, H=128, T=256: 121 vs 87 ms).
 MANUAL_MAX_WINDOW = 64
+MANUAL_MAX_WIDTH = 2048
 
 
-def _choose_path(model: RecurrentModel, style: Style, stored_history: bool, k2: int, path: str):
+def _choose_path(model: RecurrentModel, style: Style, stored_history: bool, k2: int, batch: int, path: str):
     """The fastest path that applies: the Elman cell's hand-written backward when windows reach
     into stored history or random truncation needs a decision per edge (the autograd path would
-    need one backward call per chunk there) or the window is short; autograd otherwise."""
+    need one backward call per chunk there), or the window is short or the state narrow;
+    autograd otherwise."""
     if path not in PATHS:
         raise EngineError(f"path={path!r} is not allowed: use one of {', '.join(PATHS)}")
     if path == "auto":
         manual = isinstance(model, ElmanRNN) and (
-            stored_history or isinstance(style, RandomTruncation) or k2 <= MANUAL_MAX_WINDOW)
+            stored_history or isinstance(style, RandomTruncation) or k2 <= MANUAL_MAX_WINDOW
+            or batch * model.hidden_size <= MANUAL_MAX_WIDTH)
         return ElmanPath if manual else AutogradPath
     if path == "manual-elman" and not isinstance(model, ElmanRNN):
         raise EngineError(f"path='manual-elman' is not allowed for {type(model).__name__}: it needs an ElmanRNN")
@@ -103,7 +107,7 @@ def train_stream(model: RecurrentModel, x: Tensor, y: Tensor, style: Style, opti
     per_step = per_step_elements(loss, B, model.output_size)
     denoms = {t: per_step * (t - prev) for prev, t, _ in style.updates(T)}
     pi = style.pi if isinstance(style, RandomTruncation) else None
-    path_class = _choose_path(model, style, stored_history, k2, path)
+    path_class = _choose_path(model, style, stored_history, k2, B, path)
     runner = path_class(model, x, y, loss, k2, pi, getattr(style, "per_stream", False), generator, denoms)
     if path_class is AutogradPath and pi is not None:
         plans = plan_chunks(style, T)   # a graph per step: xi is applied between chunks
