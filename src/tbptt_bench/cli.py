@@ -8,13 +8,15 @@
 
 Bad input (unknown task, style, preset or device, CUDA absent, --jobs 0, an unwritable results
 folder, a broken spec file) prints one line ``tbptt-bench: error: ...`` on stderr and exits 2
-before anything is trained or written. Exit 1 means some run failed; 130 an interrupt.
+before anything is trained or written; so does a file-system error met later (a full disk).
+Exit 1 means some run failed (a run's own error is recorded in its summary); 130 an interrupt.
 """
 
 from __future__ import annotations
 
 import argparse
 import inspect
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -33,6 +35,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse whose errors are one line: ``tbptt-bench: error: ...``, exit status 2."""
 
     def error(self, message: str):  # type: ignore[override]
+        message = re.sub(r"\s*[\r\n]+\s*", " ", message)  # e.g. an unrecognized argument holding a newline
         self.exit(2, f"{PROG}: error: {message} (see {self.prog} --help)\n")
 
 
@@ -43,6 +46,17 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not allowed: use a positive integer") from None
     if v < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not allowed: use a positive integer")
+    return v
+
+
+#: --seeds above this is almost surely a typo, and planning it would take minutes and gigabytes.
+MAX_SEEDS = 1000
+
+
+def _seed_count(text: str) -> int:
+    v = _positive_int(text)
+    if v > MAX_SEEDS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed: use a positive integer up to {MAX_SEEDS}")
     return v
 
 
@@ -162,6 +176,9 @@ def _sweep(args, preset: str) -> int:
     if not args.quiet:
         print(f"{PROG}: {len(runs)} runs ({preset}, {tag}): {n_todo} to train, {len(runs) - n_todo} complete",
               flush=True)
+        for r in runs:
+            if r.state == "incomplete":
+                print(f"{PROG}: rerunning {r.run_dir} ({r.reason})", flush=True)
     counts = sweep.execute(runs, results, device, backend=args.backend, jobs=args.jobs, threads=args.threads,
                            force=args.force, quiet=args.quiet, address=args.address)
     if not args.quiet:
@@ -172,7 +189,7 @@ def _sweep(args, preset: str) -> int:
 def _print_plan(runs, force: bool) -> int:
     for r in runs:
         action = "train" if force or r.state != "complete" else "skip"
-        print(f"{action:5s} {r.state:10s} {r.run_dir}")
+        print(f"{action:5s} {r.state:10s} {r.run_dir}" + (f"  ({r.reason})" if r.reason else ""))
     n = sum(1 for r in runs if force or r.state != "complete")
     print(f"{len(runs)} runs: {n} would train, {len(runs) - n} complete (dry run: nothing trained)")
     return 0
@@ -231,7 +248,7 @@ def _sweep_flags(p: argparse.ArgumentParser, default_preset: str) -> None:
                    help=f"sweep size: smoke (seconds), quick (minutes), full (the real comparison); default {default_preset}")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"),
                    help="where to train; auto picks cuda, then mps, then cpu (default auto)")
-    p.add_argument("--seeds", type=_positive_int, metavar="N", help="run seeds 0..N-1 instead of the spec's seeds")
+    p.add_argument("--seeds", type=_seed_count, metavar="N", help="run seeds 0..N-1 instead of the spec's seeds")
     p.add_argument("--style", action="append", metavar="STYLE",
                    help="run only this style, e.g. 'tf_style(5)' (repeat for several); default: the spec's styles")
     p.add_argument("--results", default="results", metavar="DIR", help="results folder (default results/)")
@@ -292,6 +309,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # the file system refused (a name too long, a full disk): no traceback
+        print(f"{PROG}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 2
     except Exception as e:
         if _is_input_error(e):
             print(f"{PROG}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)

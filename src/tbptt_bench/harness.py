@@ -25,6 +25,7 @@ reset, else ``ru_maxrss`` of the process (the sweep gives every CPU run a fresh 
 from __future__ import annotations
 
 import copy
+import errno
 import math
 import os
 import random
@@ -293,16 +294,28 @@ def write_record(run_dir: str | Path, record: RunRecord) -> None:
     """
     run_dir = Path(run_dir)
     tmp = run_dir.parent / f".tmp-{run_dir.name}-{os.getpid()}"
+    old = run_dir.parent / f".old-{run_dir.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    store.write_run(tmp, record.config, record.env, record.curve, record.summary)
-    if run_dir.exists():
-        old = run_dir.parent / f".old-{run_dir.name}-{os.getpid()}"
+    try:
+        store.write_run(tmp, record.config, record.env, record.curve, record.summary)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # e.g. a full disk: give the space back, keep any old run
+        raise
+    while True:
+        try:
+            os.rename(tmp, run_dir)
+            break
+        except OSError as e:
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+        # A run folder is in the way (the old run, or one another writer just put there): set it
+        # aside and try again; a writer racing us cannot make us lose our record or mix the two.
         shutil.rmtree(old, ignore_errors=True)
-        os.rename(run_dir, old)
-        os.rename(tmp, run_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, run_dir)
+        try:
+            os.rename(run_dir, old)
+        except FileNotFoundError:
+            pass
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def execute_run(config: RunConfig, results_root: str | Path, device: str,

@@ -24,6 +24,7 @@ import json
 import math
 import os
 import secrets
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -33,7 +34,8 @@ import pandas as pd
 __all__ = [
     "StoreError", "LoadedRuns", "CONFIG_KEYS", "ENV_KEYS", "SUMMARY_KEYS", "CURVE_COLUMNS",
     "RUN_COLUMNS", "CURVES_COLUMNS", "write_json_atomic", "write_text_atomic", "write_run",
-    "is_complete", "iter_run_dirs", "load_run", "load_runs",
+    "is_complete", "check_run", "iter_run_dirs", "load_run", "load_runs", "Claim", "claim_run",
+    "remove_stale_claims",
 ]
 
 
@@ -173,6 +175,89 @@ def write_run(run_dir: str | os.PathLike, config: Mapping, env: Mapping,
     write_json_atomic(run_dir / "summary.json", summary)
 
 
+# -- claiming: one writer per run folder ------------------------------------------------------
+if sys.platform != "win32":
+    import fcntl
+else:  # pragma: no cover - no advisory locks: claims always succeed
+    fcntl = None  # type: ignore[assignment]
+
+CLAIM_PREFIX = ".lock-"
+
+
+@dataclass
+class Claim:
+    """An exclusive claim on one run folder: an ``flock`` on ``.lock-<run>`` beside it.
+
+    The kernel drops the lock when its holder dies (even by SIGKILL), so a claim is never stale
+    for long; ``release`` removes the lock file.
+    """
+
+    path: Path
+    fd: int | None
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            self.path.unlink()  # while still holding the lock: a waiter then retries on a fresh file
+        except FileNotFoundError:
+            pass
+        os.close(self.fd)
+        self.fd = None
+
+
+def _lock(path: Path) -> int | None:
+    """An fd holding ``flock(path)``, or None when another process holds it."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:  # the previous holder may have removed the file after we opened it: lock a fresh one
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def claim_run(run_dir: str | os.PathLike) -> Claim | None:
+    """Claim ``run_dir`` for this process (creating its parent), or ``None`` if another holds it.
+
+    >>> import tempfile, pathlib
+    >>> run = pathlib.Path(tempfile.mkdtemp()) / "smoke" / "echo-run"
+    >>> c = claim_run(run)
+    >>> c is not None, claim_run(run)    # a second claim fails while the first is held
+    (True, None)
+    >>> c.release(); c2 = claim_run(run); c2 is not None
+    True
+    >>> c2.release()
+    """
+    run_dir = Path(run_dir)
+    path = run_dir.parent / f"{CLAIM_PREFIX}{run_dir.name}"
+    if fcntl is None:
+        return Claim(path, None)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = _lock(path)
+    return None if fd is None else Claim(path, fd)
+
+
+def remove_stale_claims(folder: str | os.PathLike) -> int:
+    """Remove lock files in ``folder`` whose holder is gone (e.g. a SIGKILLed sweep); return how many."""
+    n = 0
+    if fcntl is None or not Path(folder).is_dir():
+        return 0
+    for p in Path(folder).iterdir():
+        if p.name.startswith(CLAIM_PREFIX) and p.is_file():
+            fd = _lock(p)
+            if fd is not None:
+                Claim(p, fd).release()
+                n += 1
+    return n
+
+
 # -- reading --------------------------------------------------------------------------------
 def _read_json(path: Path) -> dict:
     try:
@@ -223,6 +308,8 @@ def _read_curve(path: Path) -> list[dict]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise StoreError(f"curve.csv is unreadable: {e}") from None
+    if text and not text.endswith("\n"):  # every row ends in a newline: a cut inside the last row
+        raise StoreError("curve.csv is truncated: its last row has no newline")  # can leave valid numbers
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
     if header is None or tuple(header) != CURVE_COLUMNS:
@@ -289,6 +376,24 @@ def load_run(run_dir: str | os.PathLike) -> tuple[dict, list[dict]]:
         "git_dirty": env["git_dirty"], "run_dir": str(run_dir),
     }
     return row, curve
+
+
+def check_run(run_dir: str | os.PathLike) -> str | None:
+    """Why ``run_dir`` is not a complete, readable run (``None`` when it is one).
+
+    Stricter than ``is_complete``: every file must parse and follow the schema, as ``load_runs``
+    needs. The sweep reruns folders with a reason; the report skips them with it.
+
+    >>> import tempfile
+    >>> check_run(tempfile.mkdtemp())
+    'incomplete: no summary.json'
+    """
+    try:
+        row, _ = load_run(run_dir)
+        _check_types(row, RUN_COLUMNS)
+    except (StoreError, ValueError, TypeError) as e:
+        return str(e)
+    return None
 
 
 def _check_types(row: Mapping[str, Any], columns: Mapping[str, str]) -> None:

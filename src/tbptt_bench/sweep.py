@@ -1,11 +1,13 @@
 """Plan a sweep, skip what is already complete, and run the rest locally or on Ray.
 
-``plan`` expands specs into runs and marks the complete ones (``store.is_complete``); ``execute``
+``plan`` expands specs into runs and marks the complete ones (``run_problem``: every file whole); ``execute``
 runs what is left. Local backend: every run in a fresh worker process forked from a forkserver
 that has torch and the harness preloaded (so ``ru_maxrss`` is per run and a start costs tens of
 milliseconds), one at a time or ``jobs`` at once. Ray backend: one Ray task per run on a fresh
 worker (``max_calls=1``); the worker returns its records and this driver writes them, so workers
-need no shared disk.
+need no shared disk. Sweeps may share a results folder: a driver claims each run
+(``store.claim_run``) before starting it, so no run trains twice at once or is written half by
+two sweeps.
 
 >>> from tbptt_bench.spec import load_spec
 >>> runs = plan([load_spec("tasks/echo.toml")], "smoke", "cpu-test", "/tmp/none")  # doctest: +SKIP
@@ -16,6 +18,7 @@ The driver never runs torch compute: it only builds task objects (to validate th
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import shutil
@@ -50,7 +53,8 @@ class BackendError(RuntimeError):
 class PlannedRun:
     config: RunConfig
     run_dir: Path
-    state: str  # "complete" | "pending" | "incomplete" (a folder without summary: cleaned, rerun)
+    state: str  # "complete" | "pending" | "incomplete" (a folder without summary, or unreadable: rerun)
+    reason: str | None = None  # why an "incomplete" folder is not a usable run
 
 
 # -- planning --------------------------------------------------------------------------------
@@ -77,22 +81,70 @@ def plan(specs: Sequence[Spec], preset: str, device_tag: str, results_root: str 
                     raise SpecError(f"{spec.path}: {e}") from None
                 checked.add(key)
             run_dir = run_dir_for(results_root, device_tag, cfg)
-            state = "complete" if store.is_complete(run_dir) else ("incomplete" if run_dir.exists() else "pending")
-            out.setdefault(cfg.run_id, PlannedRun(cfg, run_dir, state))
+            if cfg.run_id not in out:
+                problem = run_problem(run_dir) if run_dir.exists() else None
+                state = "pending" if not run_dir.exists() else ("incomplete" if problem else "complete")
+                out[cfg.run_id] = PlannedRun(cfg, run_dir, state, problem)
     return list(out.values())
 
 
+def run_problem(run_dir: Path) -> str | None:
+    """Why a run folder must be rerun (None: it is complete): unreadable, off-schema, or cut short.
+
+    Beyond the store's checks, a record the harness wrote has one train row per update, so a
+    curve.csv cut exactly at a row boundary is caught too.
+    """
+    problem = store.check_run(run_dir)
+    if problem is not None:
+        return problem
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    with open(run_dir / "curve.csv", encoding="utf-8") as f:
+        train_rows = sum(1 for line in f if line.startswith("train,"))
+    if train_rows != summary["updates"]:
+        return f"curve.csv has {train_rows} train rows but summary.json counts {summary['updates']} updates"
+    return None
+
+
 def clean_leftovers(runs: Iterable[PlannedRun]) -> int:
-    """Remove hidden temp folders a killed sweep left beside these runs; return how many."""
+    """Remove hidden temp folders and lock files a killed sweep left beside these runs; return how many.
+
+    A temp folder (``.tmp-<run>-<pid>``, ``.old-<run>-<pid>``) of a run another sweep holds
+    right now is being written: it is left alone, and so is that sweep's lock.
+    """
     n = 0
     for parent in {r.run_dir.parent for r in runs}:
         if not parent.is_dir():
             continue
         for p in parent.iterdir():
             if p.is_dir() and p.name.startswith((".tmp-", ".old-")):
-                shutil.rmtree(p, ignore_errors=True)
+                claim = store.claim_run(parent / p.name[5:].rsplit("-", 1)[0])
+                if claim is None:
+                    continue
+                try:
+                    shutil.rmtree(p, ignore_errors=True)
+                finally:
+                    claim.release()
                 n += 1
+        n += store.remove_stale_claims(parent)
     return n
+
+
+def _take(run: PlannedRun, force: bool) -> "store.Claim | str":
+    """Claim a run for this driver, or say why not: "busy" (another sweep holds it) or "done".
+
+    Under the claim the folder is looked at again: another sweep may have completed it since
+    planning ("done"), or it is a broken folder to clear before the run starts again.
+    """
+    claim = store.claim_run(run.run_dir)
+    if claim is None:
+        return "busy"
+    if run.run_dir.exists():
+        if run_problem(run.run_dir) is not None:
+            shutil.rmtree(run.run_dir)
+        elif not force:
+            claim.release()
+            return "done"
+    return claim
 
 
 # -- running ---------------------------------------------------------------------------------
@@ -105,6 +157,10 @@ def execute(runs: Sequence[PlannedRun], results_root: str | Path, device: str, *
     small recurrent models are latency-bound, and on a busy 2-core machine two threads per run
     measured 15x slower than one. Counts have keys "ok", "diverged", "failed" and "skipped"
     (complete runs left alone).
+
+    Sweeps may share a results folder: each run is claimed (``store.claim_run``) before it
+    starts and released once its record is written, so a run trains once at a time; a run
+    another sweep holds is retried until that sweep finishes it (then skipped) or dies.
     """
     if backend not in BACKENDS:
         raise SweepError(f"backend {backend!r} is not allowed: use one of {', '.join(BACKENDS)}")
@@ -113,16 +169,47 @@ def execute(runs: Sequence[PlannedRun], results_root: str | Path, device: str, *
     clean_leftovers(runs)
     todo = [r for r in runs if force or r.state != "complete"]
     counts: Counter = Counter(skipped=len(runs) - len(todo))
-    for r in todo:
-        if r.state == "incomplete" and r.run_dir.exists() and not store.is_complete(r.run_dir):
-            shutil.rmtree(r.run_dir)
     if not todo:
         return counts
     if backend == "ray":
-        counts.update(_run_ray(todo, Path(results_root), device, address, threads, quiet))
+        counts.update(_run_ray(todo, Path(results_root), device, address, threads, quiet, force))
     else:
-        counts.update(_run_local(todo, Path(results_root), device, jobs, threads, quiet))
+        counts.update(_run_local(todo, Path(results_root), device, jobs, threads, quiet, force))
     return counts
+
+
+class _Queue:
+    """The runs still to start: ``next()`` claims one, skips those another sweep completed and
+    sets aside those it holds (offered again after ``RETRY_S``)."""
+
+    RETRY_S = 0.2
+
+    def __init__(self, todo: Sequence[PlannedRun], force: bool, on_skip):
+        self.todo, self.busy = deque(todo), deque()
+        self.force, self.on_skip = force, on_skip
+        self.retry_at = 0.0
+
+    def __bool__(self) -> bool:
+        return bool(self.todo or self.busy)
+
+    def next(self) -> "tuple[PlannedRun, store.Claim] | None":
+        if not self.todo and self.busy and time.monotonic() >= self.retry_at:
+            self.todo, self.busy = self.busy, deque()
+        while self.todo:
+            run = self.todo.popleft()
+            got = _take(run, self.force)
+            if got == "busy":
+                self.busy.append(run)
+                self.retry_at = time.monotonic() + self.RETRY_S
+            elif got == "done":
+                self.on_skip(run)
+            else:
+                return run, got
+        return None
+
+    def wait_s(self, can_start: bool) -> float | None:
+        """How long a driver that ``can_start`` a run may block on its workers (None: until one reports)."""
+        return max(0.0, self.retry_at - time.monotonic()) if self.busy and can_start else None
 
 
 def _bars(quiet: bool):
@@ -132,8 +219,11 @@ def _bars(quiet: bool):
     return tqdm, quiet or not sys.stderr.isatty()
 
 
-def _report_line(tqdm, quiet: bool, i: int, n: int, run_id: str, summary: dict) -> None:
+def _report_line(tqdm, quiet: bool, i: int, n: int, run_id: str, summary: dict | None) -> None:
     if quiet:
+        return
+    if summary is None:
+        tqdm.write(f"[{i}/{n}] skipped  {run_id}  (another sweep completed it meanwhile)")
         return
     loss = summary.get("min_val_loss")
     loss_txt = f"min val {loss:.4f}" if isinstance(loss, float) else "no val loss"
@@ -196,33 +286,44 @@ def _context():
 
 
 def _run_local(todo: Sequence[PlannedRun], root: Path, device: str, jobs: int, threads: int | None,
-               quiet: bool) -> Counter:
+               quiet: bool, force: bool = False) -> Counter:
     from .harness import failed_record, run_dir_for, write_record
     from . import envinfo
 
     tqdm, hidden = _bars(quiet)
     ctx = _context()
     counts: Counter = Counter()
-    queue = deque(todo)
-    active: dict[Any, tuple[Any, PlannedRun]] = {}
+    active: dict[Any, tuple[Any, PlannedRun, store.Claim]] = {}
     outer = tqdm(total=len(todo), desc="runs", unit="run", disable=hidden, dynamic_ncols=True)
     inner = tqdm(total=0, desc="updates", unit="upd", position=1, leave=False, disable=hidden or jobs > 1,
                  dynamic_ncols=True)
     done_n = 0
+
+    def finished(run: PlannedRun, summary: dict | None) -> None:
+        nonlocal done_n
+        counts[summary["status"] if summary else "skipped"] += 1
+        done_n += 1
+        outer.update(1)
+        _report_line(tqdm, quiet, done_n, len(todo), run.config.run_id, summary)
+
+    queue = _Queue(todo, force, lambda run: finished(run, None))
     try:
         while queue or active:
-            while queue and len(active) < jobs:
-                run = queue.popleft()
+            while len(active) < jobs and (got := queue.next()) is not None:
+                run, claim = got
                 parent, child = ctx.Pipe(duplex=False)
                 p = ctx.Process(target=_child, args=(child, run.config.to_dict(), str(root), device, threads,
                                                      os.getpid(), jobs == 1 and not hidden), daemon=True)
                 p.start()
                 child.close()
-                active[parent] = (p, run)
+                active[parent] = (p, run, claim)
                 inner.reset(total=0)
                 inner.set_description_str(run.config.run_id[:48])
-            for conn in wait(list(active)):
-                p, run = active[conn]
+            if not active:  # every run left is held by another sweep: look again shortly
+                time.sleep(queue.wait_s(True) or 0.0)
+                continue
+            for conn in wait(list(active), timeout=queue.wait_s(len(active) < jobs)):
+                p, run, claim = active[conn]
                 try:
                     msg = conn.recv()
                 except EOFError:
@@ -236,21 +337,23 @@ def _run_local(todo: Sequence[PlannedRun], root: Path, device: str, jobs: int, t
                 del active[conn]
                 conn.close()
                 p.join()
-                if msg is None:  # the worker died (e.g. killed for memory): record it as failed
-                    rec = failed_record(run.config, device, f"worker process died (exit code {p.exitcode})")
-                    write_record(run_dir_for(root, envinfo.device_tag(rec.env), run.config), rec)
-                    summary = rec.summary
-                elif msg[0] == "error":  # the worker could not write its record
-                    summary = failed_record(run.config, device, msg[1]).summary
-                else:
-                    summary = msg[1]
-                counts[summary["status"]] += 1
-                done_n += 1
-                outer.update(1)
-                _report_line(tqdm, quiet, done_n, len(todo), run.config.run_id, summary)
+                try:
+                    if msg is None:  # the worker died (e.g. killed for memory): record it as failed
+                        rec = failed_record(run.config, device, f"worker process died (exit code {p.exitcode})")
+                        write_record(run_dir_for(root, envinfo.device_tag(rec.env), run.config), rec)
+                        summary = rec.summary
+                    elif msg[0] == "error":  # the worker could not write its record
+                        summary = failed_record(run.config, device, msg[1]).summary
+                    else:
+                        summary = msg[1]
+                finally:
+                    claim.release()
+                finished(run, summary)
     finally:
-        for p, _ in active.values():
+        for p, _, claim in active.values():
             p.kill()
+            p.join()
+            claim.release()
         inner.close()
         outer.close()
     return counts
@@ -308,25 +411,46 @@ def _ray_task(cfg: dict, device: str, threads: int | None):
 
 
 def _run_ray(todo: Sequence[PlannedRun], root: Path, device: str, address: str | None, threads: int | None,
-             quiet: bool) -> Counter:
+             quiet: bool, force: bool = False) -> Counter:
     from . import envinfo
     from .harness import failed_record, run_dir_for, write_record
 
     ray = _ray_init(address)
     tqdm, hidden = _bars(quiet)
     task = ray.remote(num_cpus=1, num_gpus=1 if device == "cuda" else 0, max_calls=1)(_ray_task)
-    pending = {task.remote(r.config.to_dict(), device, threads): r for r in todo}
+    # Enough tasks in flight to keep the cluster busy; each holds a claim (an open file) meanwhile.
+    in_flight = max(4, min(512, 2 * int(ray.cluster_resources().get("CPU", 1))))
     counts: Counter = Counter()
+    pending: dict[Any, tuple[PlannedRun, store.Claim]] = {}
     with tqdm(total=len(todo), desc="runs (ray)", unit="run", disable=hidden) as bar:
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            run = pending.pop(ready[0])
-            try:
-                rec = ray.get(ready[0])
-            except Exception as e:  # noqa: BLE001 - the worker died (e.g. killed for memory)
-                rec = failed_record(run.config, device, f"ray task failed: {type(e).__name__}: {e}".splitlines()[0])
-            write_record(run_dir_for(root, envinfo.device_tag(rec.env), run.config), rec)
-            counts[rec.summary["status"]] += 1
+        def finished(run: PlannedRun, summary: dict | None) -> None:
+            counts[summary["status"] if summary else "skipped"] += 1
             bar.update(1)
-            _report_line(tqdm, quiet, sum(counts.values()), len(todo), run.config.run_id, rec.summary)
+            _report_line(tqdm, quiet, sum(counts.values()), len(todo), run.config.run_id, summary)
+
+        queue = _Queue(todo, force, lambda run: finished(run, None))
+        try:
+            while queue or pending:
+                while len(pending) < in_flight and (got := queue.next()) is not None:
+                    pending[task.remote(got[0].config.to_dict(), device, threads)] = got
+                if not pending:
+                    time.sleep(queue.wait_s(True) or 0.0)
+                    continue
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=queue.wait_s(len(pending) < in_flight))
+                for ref in ready:
+                    run, claim = pending.pop(ref)
+                    try:
+                        try:
+                            rec = ray.get(ref)
+                        except Exception as e:  # noqa: BLE001 - the worker died (e.g. killed for memory)
+                            msg = f"ray task failed: {type(e).__name__}: {e}".splitlines()[0]
+                            rec = failed_record(run.config, device, msg)
+                        write_record(run_dir_for(root, envinfo.device_tag(rec.env), run.config), rec)
+                    finally:
+                        claim.release()
+                    finished(run, rec.summary)
+        finally:
+            for ref, (_, claim) in pending.items():
+                ray.cancel(ref, force=True)
+                claim.release()
     return counts
