@@ -24,6 +24,7 @@ import torch
 
 from tbptt_bench import baselines
 from tbptt_bench.engine import train_stream
+from tbptt_bench.envinfo import synchronize
 from tbptt_bench.models import ElmanRNN
 from tbptt_bench.saved_memory import SavedTensorMeter
 from tbptt_bench.styles import Style, parse_style
@@ -118,14 +119,6 @@ def device_or_skip(device: str) -> str:
         if mps is None or not mps.is_available():
             pytest.skip(f"mps: not available here (torch {torch.__version__})")
     return device
-
-
-def synchronize(device: str) -> None:
-    """Wait for queued device work (CUDA and MPS are asynchronous)."""
-    if device == "cuda":
-        torch.cuda.synchronize()
-    elif device == "mps":
-        torch.mps.synchronize()
 
 
 def prepare(case: Case, style_spec: str, impl: Impl, measure_memory: bool = False) -> Callable[[], dict]:

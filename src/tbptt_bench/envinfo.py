@@ -21,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DeviceError", "DEVICES", "resolve_device", "collect", "device_tag", "slug", "cpu_model", "git_info"]
+__all__ = ["DeviceError", "DEVICES", "resolve_device", "synchronize", "collect", "device_tag", "slug", "cpu_model", "git_info"]
 
 #: Devices the harness runs on ("auto" picks cuda, then mps, then cpu).
 DEVICES: tuple[str, ...] = ("cpu", "cuda", "mps")
@@ -48,6 +48,16 @@ def resolve_device(name: str) -> str:
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise DeviceError("device 'mps' was asked for but MPS is not available here; use --device cpu or auto")
     return name
+
+
+def synchronize(device: str) -> None:
+    """Wait for the device's queued work (CUDA and MPS are asynchronous); read clocks after this."""
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+    elif device == "mps":
+        torch.mps.synchronize()
 
 
 def slug(text: str) -> str:

@@ -91,18 +91,9 @@ def check_config(config: RunConfig) -> Any:
     return task
 
 
-def _sync(device: str) -> None:
-    import torch
-
-    if device == "cuda":
-        torch.cuda.synchronize()
-    elif device == "mps":
-        torch.mps.synchronize()
-
-
 def _clock(device: str) -> float:
     """Seconds, read after the device has finished its queued work."""
-    _sync(device)
+    envinfo.synchronize(device)
     return time.perf_counter()
 
 
