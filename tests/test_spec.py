@@ -84,7 +84,7 @@ def test_echo_spec_mirrors_r2rt():
 @pytest.mark.parametrize("name", TASK_NAMES)
 def test_smoke_preset_is_tiny(name):
     runs = resolve(load_spec(TASKS_DIR / f"{name}.toml"), "smoke")
-    assert 1 <= len(runs) <= 4
+    assert 0 < len(runs) <= 4
     for r in runs:
         b = r.budget
         assert b.epochs * b.batch * b.row_len <= 200 and b.val_batch * b.val_len <= 200

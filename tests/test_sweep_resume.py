@@ -86,7 +86,7 @@ def test_sigkill_mid_sweep_then_rerun_equals_an_uninterrupted_sweep(spec_file, u
         proc.wait()
     time.sleep(1.0)  # the orphaned worker notices its driver is gone within 0.2 s and exits
     complete_at_kill = len(list(results.rglob("summary.json")))
-    assert 1 <= complete_at_kill < len(uninterrupted)
+    assert 0 < complete_at_kill < len(uninterrupted)
 
     rerun = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
