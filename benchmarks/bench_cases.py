@@ -137,7 +137,8 @@ def prepare(case: Case, style_spec: str, impl: Impl, measure_memory: bool = Fals
         def run() -> dict:
             result = train_stream(model, case.x, case.y, style, opt, "mse", generator=gen, measure_memory=measure_memory)
             synchronize(case.device)
-            return {"updates": len(result.records), "path": result.path, "saved_bytes_peak": result.saved_bytes_peak}
+            return {"updates": len(result.records), "path": result.path, "saved_bytes_peak": result.saved_bytes_peak,
+                    "fallback_reason": result.fallback_reason}
         return run
 
     net = baselines.torch_elman(model)
@@ -152,7 +153,8 @@ def prepare(case: Case, style_spec: str, impl: Impl, measure_memory: bool = Fals
         with meter if meter else nullcontext():
             losses = fn(net, case.x, case.y, opt, "mse", **kwargs)
         synchronize(case.device)
-        return {"updates": len(losses), "path": impl.name, "saved_bytes_peak": meter.peak_bytes if meter else None}
+        return {"updates": len(losses), "path": impl.name, "saved_bytes_peak": meter.peak_bytes if meter else None,
+                "fallback_reason": None}
     return run
 
 

@@ -28,7 +28,7 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     """pytest-benchmark's machine id ignores the GPU and the libraries: add them."""
     import torch
 
-    from tbptt_bench.envinfo import cpu_model
+    from tbptt_bench.envinfo import cpu_model, git_info
 
     cuda = torch.cuda.is_available()
     mps = getattr(torch.backends, "mps", None)
@@ -42,6 +42,7 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
         "cudnn_version": torch.backends.cudnn.version() if cuda else None,
         "mps_available": bool(mps is not None and mps.is_available()),
         "torch_threads": torch.get_num_threads(),
+        "tbptt_bench_commit": git_info()[0],
     })
 
 

@@ -61,6 +61,7 @@ def test_train_pass(benchmark, request, case_cache, style: str, device: str, siz
         "impl": impl,
         "semantics": chosen.semantics,
         "engine_path": result["path"] if chosen.is_engine else None,
+        "engine_fallback_reason": result["fallback_reason"],
         "size": size,
         "B": case.size.B, "H": case.size.H, "T": case.T,
         "updates": result["updates"],

@@ -44,7 +44,7 @@ TABLE: list[tuple[str, int, int | None, int | None, str]] = [
 ]
 
 #: the engine's implementations each cell can run on ("auto" picks one of them)
-PATHS = {"linear": ("autograd", "manual-elman"), "tanh": ("autograd", "manual-elman"),
+PATHS = {"linear": ("autograd", "manual-elman", "static-elman"), "tanh": ("autograd", "manual-elman", "static-elman"),
          "gru": ("autograd",), "lstm": ("autograd",)}
 CELL_PATHS = [(cell, path) for cell in CELLS for path in PATHS[cell]]
 

@@ -20,9 +20,9 @@ times, window starts) and random truncation only adds a multiplier on each carri
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -30,12 +30,13 @@ from torch import Tensor
 from .autograd_path import AutogradPath
 from .chunking import needs_stored_history, plan_chunks
 from .elman_path import ElmanPath
+from .graphed_elman import GraphedElman, cuda_graphs_enabled, graph_safe_optimizer
 from .losses import LOSSES, per_step_elements
 from .models import ElmanRNN, RecurrentModel, State, map_state
 from .saved_memory import SavedTensorMeter
 from .styles import TBPTT, RandomTruncation, Style
 
-__all__ = ["train_stream", "evaluate_stream", "UpdateRecord", "TrainResult", "EngineError", "LOSSES", "PATHS"]
+__all__ = ["LOSSES", "PATHS", "EngineError", "TrainResult", "UpdateRecord", "evaluate_stream", "train_stream"]
 
 
 class EngineError(ValueError):
@@ -56,6 +57,7 @@ class TrainResult:
     state: State                      #: the final hidden state, detached
     path: str                         #: which implementation ran
     saved_bytes_peak: int | None = None  #: peak bytes held for backward (when measured)
+    fallback_reason: str | None = None   #: why a faster path chosen for this run could not run
 
 
 #: When the Elman path's hand-written backward beats one autograd graph per window (measured on
@@ -66,24 +68,46 @@ MANUAL_MAX_WINDOW = 64
 MANUAL_MAX_WIDTH = 2048
 
 
-def _choose_path(model: RecurrentModel, style: Style, stored_history: bool, k2: int, batch: int, path: str):
-    """The fastest path that applies: the Elman cell's hand-written backward when windows reach
-    into stored history or random truncation needs a decision per edge (the autograd path would
-    need one backward call per chunk there), or the window is short or the state narrow;
-    autograd otherwise."""
+def _choose_path(model: RecurrentModel, style: Style, stored_history: bool, k2: int, batch: int, path: str,
+                 optimizer: torch.optim.Optimizer, device: torch.device):
+    """The fastest path that applies.
+
+    On CUDA, short windows of the Elman cell under a deterministic style run as one CUDA graph
+    per update (launch overhead, not arithmetic, is their cost there); other CUDA cases use the
+    hand-written backward only where autograd would need one backward call per chunk (stored
+    history, random truncation), cuDNN through autograd otherwise. On the CPU the Elman
+    cell's hand-written backward wins when windows reach into stored history or random
+    truncation needs a decision per edge (the autograd path would need one backward call per
+    chunk there), or the window is short or the state narrow; autograd otherwise (one fused
+    cuDNN/ATen kernel per window).
+    """
     if path not in PATHS:
         raise EngineError(f"path={path!r} is not allowed: use one of {', '.join(PATHS)}")
+    elman = isinstance(model, ElmanRNN)
     if path == "auto":
-        manual = isinstance(model, ElmanRNN) and (
-            stored_history or isinstance(style, RandomTruncation) or k2 <= MANUAL_MAX_WINDOW
-            or batch * model.hidden_size <= MANUAL_MAX_WIDTH)
-        return ElmanPath if manual else AutogradPath
-    if path == "manual-elman" and not isinstance(model, ElmanRNN):
-        raise EngineError(f"path='manual-elman' is not allowed for {type(model).__name__}: it needs an ElmanRNN")
-    return PATHS[path]
+        if (elman and device.type == "cuda" and isinstance(style, TBPTT) and k2 <= MANUAL_MAX_WINDOW
+                and graph_safe_optimizer(optimizer) and cuda_graphs_enabled()):
+            return "cuda-graph-elman"
+        needs_manual = stored_history or isinstance(style, RandomTruncation)
+        if device.type == "cuda":   # cuDNN's window kernels beat a loop of small launches
+            return "manual-elman" if elman and needs_manual else "autograd"
+        manual = elman and (needs_manual or k2 <= MANUAL_MAX_WINDOW or batch * model.hidden_size <= MANUAL_MAX_WIDTH)
+        return "manual-elman" if manual else "autograd"
+    if path != "autograd" and not elman:
+        raise EngineError(f"path={path!r} is not allowed for {type(model).__name__}: it needs an ElmanRNN")
+    if path in STATIC_PATHS and not isinstance(style, TBPTT):
+        raise EngineError(f"path={path!r} is not allowed for {style.spec}: it runs deterministic TBPTT(k1, k2) only")
+    if path == "cuda-graph-elman" and device.type != "cuda":
+        raise EngineError(f"path='cuda-graph-elman' is not allowed on {device}: it needs a CUDA device")
+    if path == "cuda-graph-elman" and not graph_safe_optimizer(optimizer):
+        raise EngineError(f"path='cuda-graph-elman' is not allowed with {type(optimizer).__name__}: use SGD or an "
+                          "optimizer built with capturable=True")
+    return path
 
 
-PATHS = {"auto": None, "autograd": AutogradPath, "manual-elman": ElmanPath}
+PATHS = {"auto": None, "autograd": AutogradPath, "manual-elman": ElmanPath,
+         "static-elman": GraphedElman, "cuda-graph-elman": GraphedElman}
+STATIC_PATHS = ("static-elman", "cuda-graph-elman")
 
 
 def train_stream(model: RecurrentModel, x: Tensor, y: Tensor, style: Style, optimizer: torch.optim.Optimizer,
@@ -107,14 +131,18 @@ def train_stream(model: RecurrentModel, x: Tensor, y: Tensor, style: Style, opti
     per_step = per_step_elements(loss, B, model.output_size)
     denoms = {t: per_step * (t - prev) for prev, t, _ in style.updates(T)}
     pi = style.pi if isinstance(style, RandomTruncation) else None
-    path_class = _choose_path(model, style, stored_history, k2, B, path)
+    chosen = _choose_path(model, style, stored_history, k2, B, path, optimizer, x.device)
+    h = model.init_state(B) if h0 is None else map_state(lambda t: t.detach(), h0)
+    if chosen in STATIC_PATHS:
+        return _train_static(model, x, y, style, optimizer, loss, clip, h, callback, measure_memory,
+                             capture=chosen == "cuda-graph-elman", stored_history=stored_history)
+    path_class = PATHS[chosen]
     runner = path_class(model, x, y, loss, k2, pi, getattr(style, "per_stream", False), generator, denoms)
     if path_class is AutogradPath and pi is not None:
         plans = plan_chunks(style, T)   # a graph per step: xi is applied between chunks
     live = model.params()
     names = list(live)
 
-    h = model.init_state(B) if h0 is None else map_state(lambda t: t.detach(), h0)
     records: list[UpdateRecord] = []
     params = live
     meter = SavedTensorMeter() if measure_memory and isinstance(runner, AutogradPath) else None
@@ -137,6 +165,29 @@ def train_stream(model: RecurrentModel, x: Tensor, y: Tensor, style: Style, opti
                 callback(record)
     peak = meter.peak_bytes if meter else (runner.saved_bytes_peak if measure_memory else None)
     return TrainResult(records, h, runner.name + ("+stored-history" if stored_history else ""), peak)
+
+
+def _train_static(model, x, y, style, optimizer, loss, clip, h, callback, measure_memory, *, capture: bool,
+                  stored_history: bool) -> TrainResult:
+    """Every update as one static-shape function (graphed_elman); a CUDA graph on CUDA."""
+    T, B = x.shape[0], x.shape[1]
+    k1, k2 = style.resolve(T)
+    segments = [t - prev for prev, t, _ in style.updates(T)]
+    times = style.update_times(T)
+    runner = GraphedElman(model, x, y, loss, k1, k2, clip, optimizer, per_step_elements(loss, B, model.output_size),
+                          h, capture)
+
+    def to_record(i: int, row) -> UpdateRecord:
+        loss_value, norm, clipped = row.tolist()
+        return UpdateRecord(times[i], loss_value, norm, bool(clipped))
+
+    on_update = None if callback is None else (lambda i, row: callback(to_record(i, row)))
+    rows = runner.run(segments, on_update)
+    records = [to_record(i, row) for i, row in enumerate(rows)]
+    name = ("cuda-graph-elman" if runner.captured else "static-elman") + ("+stored-history" if stored_history else "")
+    saved = runner.saved_bytes(max(segments)) if measure_memory else None
+    reason = None if runner.capture_error is None else f"CUDA graph capture failed: {runner.capture_error}"
+    return TrainResult(records, runner.h.clone(), name, saved, reason)
 
 
 def _apply(live: dict[str, Tensor], names: list[str], grads, objective, clip, optimizer, u: int) -> UpdateRecord:

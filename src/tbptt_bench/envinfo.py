@@ -13,6 +13,7 @@ torch is imported inside the functions, so importing this module touches nothing
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 import subprocess
@@ -94,8 +95,11 @@ def git_info(where: Path | None = None) -> tuple[str | None, bool | None]:
     """(commit, dirty) of the checkout holding this package; (None, None) when there is none.
 
     Dirty means tracked files differ from the commit (untracked files such as results are ignored).
+    ``TBPTT_BENCH_GIT_COMMIT`` names the commit of a copy without .git (dirty then unknown).
     """
     cwd = where or Path(__file__).resolve().parent
+    if os.environ.get("TBPTT_BENCH_GIT_COMMIT"):    # a copy of the tree without .git (a lent GPU machine)
+        return os.environ["TBPTT_BENCH_GIT_COMMIT"], None
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
         if head.returncode != 0:

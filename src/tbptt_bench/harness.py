@@ -179,7 +179,10 @@ def run_record(config: RunConfig, device: str, progress: Progress | None = None)
                            generator=torch.Generator().manual_seed(config.seed),
                            **task.model_kwargs()).to(device)
         opt_cls = getattr(torch.optim, OPTIMIZERS[config.optimizer])
-        optimizer = opt_cls(model.parameters(), lr=config.lr)
+        # On CUDA, Adam(W) keeps its step count on the device (same arithmetic), so the engine
+        # may replay whole updates as CUDA graphs (graphed_elman).
+        capturable = {"capturable": True} if device == "cuda" and opt_cls in (torch.optim.Adam, torch.optim.AdamW) else {}
+        optimizer = opt_cls(model.parameters(), lr=config.lr, **capturable)
         xi_gen = torch.Generator().manual_seed(config.seed + 1_000_003)  # random truncation's draws
         per_epoch = len(style.update_times(b.row_len))
         planned = b.epochs * per_epoch

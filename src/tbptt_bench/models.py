@@ -24,6 +24,7 @@ Parameter names follow the notes: ``W_hx`` (H×D), ``W_hh`` (H×H), ``W_qh`` (Q�
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable, Mapping, Union
 
 import torch
@@ -44,6 +45,21 @@ class ModelError(ValueError):
 def map_state(fn: Callable[[Tensor], Tensor], h: State) -> State:
     """Apply ``fn`` to every tensor of a (possibly tuple) hidden state."""
     return tuple(fn(t) for t in h) if isinstance(h, tuple) else fn(h)
+
+
+#: cuDNN's note that separate weight tensors get copied into one buffer per call: intended here
+#: (a snapshot's parameters can never share one buffer), and cheap next to the kernel.
+_CUDNN_WEIGHT_COPY = "RNN module weights are not part of single contiguous chunk of memory"
+
+
+def _fused(kernel: Callable, x: Tensor, *args):
+    """Call a fused sequence kernel (torch.rnn_tanh / gru / lstm); on CUDA without cuDNN's
+    per-call warning about weights outside one contiguous buffer."""
+    if x.device.type != "cuda":
+        return kernel(x, *args)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_CUDNN_WEIGHT_COPY)
+        return kernel(x, *args)
 
 
 def _uniform_(t: Tensor, bound: float, generator: torch.Generator | None) -> None:
@@ -130,7 +146,7 @@ class ElmanRNN(RecurrentModel):
         weights = [params["W_hx"], params["W_hh"]]
         if "b_h" in params:
             weights += [params["b_h"], torch.zeros_like(params["b_h"])]
-        out, h_n = torch.rnn_tanh(x, h.unsqueeze(0), weights, "b_h" in params, 1, 0.0, True, False, False)
+        out, h_n = _fused(torch.rnn_tanh, x, h.unsqueeze(0), weights, "b_h" in params, 1, 0.0, True, False, False)
         return out, h_n.squeeze(0)
 
 
@@ -164,7 +180,7 @@ class GRUModel(RecurrentModel):
             torch.gru_cell(x, h, params["W_ih"], params["W_hh"])
 
     def window(self, params: Params, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-        out, h_n = torch.gru(x, h.unsqueeze(0), self._weights(params), "b_ih" in params, 1, 0.0, True, False, False)
+        out, h_n = _fused(torch.gru, x, h.unsqueeze(0), self._weights(params), "b_ih" in params, 1, 0.0, True, False, False)
         return out, h_n.squeeze(0)
 
 
@@ -202,7 +218,7 @@ class LSTMModel(RecurrentModel):
 
     def window(self, params: Params, x: Tensor, h: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         hx = (h[0].unsqueeze(0), h[1].unsqueeze(0))
-        out, h_n, c_n = torch.lstm(x, hx, self._weights(params), "b_ih" in params, 1, 0.0, True, False, False)
+        out, h_n, c_n = _fused(torch.lstm, x, hx, self._weights(params), "b_ih" in params, 1, 0.0, True, False, False)
         return out, (h_n.squeeze(0), c_n.squeeze(0))
 
 

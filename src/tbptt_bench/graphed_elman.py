@@ -1,0 +1,237 @@
+"""The Elman cell's whole update as one static-shape function, replayed as a CUDA graph.
+
+On a GPU the time of a short window goes to launching kernels, not to arithmetic: an update of
+TBPTT(16, 16) is a few dozen kernels of a few microseconds each, and the Python that launches
+them costs more than the GPU that runs them. Here one update — forward over the new segment,
+readout and loss, the hand-written backward over the last k2 steps (the same recursion as
+``elman_path``), global-norm clipping without a host sync, and the optimizer's step — reads and
+writes only preallocated buffers, so on CUDA it is captured once as a ``torch.cuda.CUDAGraph``
+and replayed once per update with no Python in between. The same function runs eagerly on any
+device (path ``"static-elman"``), which is how the CPU tests check it against the oracles.
+
+The window is a sliding buffer of the last k2 steps (oldest first): per slot, the state before
+the step, f'(pre) and the input, and the W_hh of the step's own time (stored history, SPEC.md
+rule 4). Before the first k2 steps exist, the empty slots hold f' = 0, so the recursion adds
+exactly nothing there. Only deterministic TBPTT(k1, k2) styles run here: random truncation
+draws on the host (``elman_path`` does it). Which updates the graph serves: every update whose
+segment has k1 steps; a shorter last segment (T not a multiple of k1) runs eagerly.
+
+Graph capture needs an optimizer whose step is capture-safe: ``torch.optim.SGD`` or one built
+with ``capturable=True`` (Adam, AdamW). ``TBPTT_BENCH_CUDA_GRAPHS=0`` turns capture off;
+``TBPTT_BENCH_GRAPH_FORWARD=loop`` replaces the fused cuDNN forward inside it by per-step
+products. Where capture fails the updates run eagerly and ``capture_error`` says why.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from .losses import LOSS_GRADS, LOSSES
+from .models import ElmanRNN
+
+__all__ = ["WARMUP_UPDATES", "GraphedElman", "cuda_graphs_enabled", "fused_forward_enabled", "graph_safe_optimizer"]
+
+#: Eager updates on a side stream before capture (lazy optimizer state, cuBLAS handles, allocator).
+WARMUP_UPDATES = 3
+#: Segments at least this long run their forward as one fused kernel on CUDA (a loop of
+#: 2 launches per step otherwise).
+FUSED_MIN_STEPS = 4
+
+
+def cuda_graphs_enabled() -> bool:
+    """False when the environment says ``TBPTT_BENCH_CUDA_GRAPHS=0``."""
+    return os.environ.get("TBPTT_BENCH_CUDA_GRAPHS", "1") != "0"
+
+
+def fused_forward_enabled(device: torch.device) -> bool:
+    """The fused (cuDNN) forward inside the graph: on CUDA unless ``TBPTT_BENCH_GRAPH_FORWARD=loop``."""
+    return device.type == "cuda" and os.environ.get("TBPTT_BENCH_GRAPH_FORWARD", "fused") != "loop"
+
+
+def graph_safe_optimizer(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer.step()`` may be captured: plain SGD (no host state), or every group
+    built with ``capturable=True`` (its step counter then lives on the device)."""
+    groups = optimizer.param_groups
+    if any(g.get("differentiable", False) for g in groups):
+        return False
+    return type(optimizer) is torch.optim.SGD or all(g.get("capturable", False) for g in groups)
+
+
+class GraphedElman:
+    """Trains an ElmanRNN on one stream under TBPTT(k1, k2) with static buffers.
+
+    ``run(updates, callback)`` performs every update in order and returns per-update
+    (loss, grad norm, clipped) as one (U, 3) float64 CPU tensor, read once at the end unless a
+    callback needs each record as it happens.
+    """
+
+    def __init__(self, model: ElmanRNN, x: Tensor, y: Tensor, loss: str, k1: int, k2: int, clip: float | None,
+                 optimizer: torch.optim.Optimizer, per_step: int, h0: Tensor, capture: bool):
+        self.model, self.x, self.y, self.k1, self.k2, self.clip = model, x, y, k1, k2, clip
+        self.optimizer, self.per_step = optimizer, per_step
+        self.loss_sum, self.loss_grad = LOSSES[loss], LOSS_GRADS[loss]
+        self.tanh = model.nonlinearity == "tanh"
+        self.live = model.params()
+        self.names = list(self.live)
+        self.capture = capture and x.device.type == "cuda"
+        self.captured = False
+        self.capture_error: str | None = None             # why capture failed, if it did
+        self.fused_forward = self.tanh and fused_forward_enabled(x.device)
+        B, H, D = x.shape[1], model.hidden_size, model.input_size
+        kw = {"device": x.device, "dtype": x.dtype}
+        W = k2
+        self.h = h0.detach().clone()                       # the carried state
+        self.hp = torch.zeros(W, B, H, **kw)               # per window slot: state before the step
+        self.da = torch.zeros(W, B, H, **kw)               #   f'(pre); 0 marks a slot before step 1
+        self.xb = torch.zeros(W, B, D, **kw)               #   the step's input
+        self.wb = torch.zeros(W, H, H, **kw)               #   W_hh of the step's time
+        self.dpre = torch.zeros(W, B, H, **kw)
+        self.t0 = torch.zeros((), dtype=torch.long, device=x.device)   # next segment's first index
+        self.record = torch.zeros(3, **kw)                 # loss, grad norm, clipped of the last update
+        self.grads = {n: torch.zeros_like(p) for n, p in self.live.items()}
+        self._aranges: dict[int, Tensor] = {}
+
+    # -- one update ---------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _update(self, L: int, scale: float) -> None:
+        """The update after a segment of L steps; ``scale`` = 1 / (elements of its losses).
+        Device work only: no host reads, no allocation that depends on data."""
+        p, W = self.live, self.k2
+        idx = self.t0 + self._arange(L)
+        xs, ys = self.x.index_select(0, idx), self.y.index_select(0, idx)
+        B, H = self.h.shape
+
+        # Forward the segment with the current parameters: one fused kernel (cuDNN) where it
+        # pays, else the input projection in one product and one addmm + activation per step.
+        if self.fused_forward and L >= FUSED_MIN_STEPS:
+            hs, _ = self.model.window(p, xs, self.h)
+        else:
+            xproj = torch.addmm(p["b_h"], xs.reshape(L * B, -1), p["W_hx"].T) if "b_h" in p \
+                else xs.reshape(L * B, -1) @ p["W_hx"].T
+            xproj = xproj.reshape(L, B, H)
+            hs = torch.empty(L, B, H, device=xs.device, dtype=xs.dtype)
+            h = self.h
+            for i in range(L):
+                pre = torch.addmm(xproj[i], h, p["W_hh"].T)
+                h = torch.tanh(pre, out=hs[i]) if self.tanh else hs[i].copy_(pre)
+        h_prev = torch.cat([self.h.unsqueeze(0), hs[:-1]])
+        dact = 1.0 - hs * hs if self.tanh else torch.ones_like(hs)
+        self.h.copy_(hs[-1])
+
+        # Readout and loss of the segment's own steps (every one of them, in or out of the window).
+        o = self.model.readout(p, hs)
+        g_o = self.loss_grad(o, ys) * scale
+        objective = self.loss_sum(o, ys) * scale
+        Q = g_o.shape[-1]
+        g = self.grads
+        torch.mm(g_o.reshape(-1, Q).T, hs.reshape(-1, H), out=g["W_qh"])
+        if "b_q" in g:
+            torch.sum(g_o, dim=(0, 1), out=g["b_q"])
+        pull = g_o @ p["W_qh"]                             # the readout's gradient into each h
+
+        # Slide the window by L steps: keep the last W - L old slots, append the new steps.
+        for buf, new in ((self.hp, h_prev), (self.da, dact), (self.xb, xs), (self.wb, p["W_hh"].expand(L, H, H))):
+            if L >= W:
+                buf.copy_(new[L - W:])
+            else:
+                buf[:W - L].copy_(buf[L:].clone())
+                buf[W - L:].copy_(new)
+
+        # Backward over the window, newest slot first: delta_{s-1} = dpre_s W_hh(s), plus the
+        # readout pull where slot s-1 is one of this update's own steps (one addmm).
+        own = min(L, W)
+        delta = pull[L - 1]
+        for s in range(W - 1, -1, -1):
+            torch.mul(delta, self.da[s], out=self.dpre[s])
+            if s and s - 1 >= W - own:
+                delta = torch.addmm(pull[L - W + s - 1], self.dpre[s], self.wb[s])
+            elif s:
+                delta = self.dpre[s] @ self.wb[s]
+        flat = self.dpre.reshape(-1, H)
+        torch.mm(flat.T, self.hp.reshape(-1, H), out=g["W_hh"])
+        torch.mm(flat.T, self.xb.reshape(-1, self.xb.shape[-1]), out=g["W_hx"])
+        if "b_h" in g:
+            torch.sum(flat, dim=0, out=g["b_h"])
+
+        # Clip by global norm without reading it on the host: g <- min(1, clip/||g||) g.
+        gs = [g[n] for n in self.names]
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(gs)))
+        if self.clip is not None:
+            torch._foreach_mul_(gs, torch.clamp(self.clip / norm, max=1.0))
+            clipped = norm > self.clip
+        else:
+            clipped = torch.zeros((), dtype=torch.bool, device=norm.device)
+        self.optimizer.step()
+        torch.stack([objective.to(norm.dtype), norm, clipped.to(norm.dtype)], out=self.record)
+        self.t0 += L
+
+    def _capture(self, L: int, scale: float) -> torch.cuda.CUDAGraph | None:
+        """The update as a CUDA graph, or None (with ``capture_error`` set) where capture fails.
+        A failed capture executed nothing: every buffer still holds the last update's values."""
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                self._update(L, scale)
+        except RuntimeError as err:
+            self.capture_error = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+            torch.cuda.synchronize()
+            return None
+        self.captured = True
+        return graph
+
+    def _arange(self, L: int) -> Tensor:
+        if L not in self._aranges:
+            self._aranges[L] = torch.arange(L, device=self.x.device)
+        return self._aranges[L]
+
+    def saved_bytes(self, L: int) -> int:
+        """Bytes held for backward at an update of L steps: the window's slots (state before each
+        step, f', input) and the segment's states, readout pulls and output gradients."""
+        B, H = self.h.shape
+        per_elem = self.x.element_size()
+        window = self.hp.numel() + self.da.numel() + self.xb.numel()
+        return per_elem * (window + L * B * (2 * H + self.model.output_size))
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self, segments: list[int], callback: Callable[[int, Tensor], None] | None = None) -> Tensor:
+        """Perform one update per segment length in ``segments``; ``callback(i, record)`` after
+        update i (the record as a CPU tensor; costs a device sync per update)."""
+        for n, p in self.live.items():
+            p.grad = self.grads[n]                         # the optimizer reads these buffers
+        out = torch.empty(len(segments), 3, dtype=self.x.dtype, device=self.x.device)
+        graph = None
+        full = [i for i, L in enumerate(segments) if L == self.k1]
+        capture_at = full[WARMUP_UPDATES] if self.capture and len(full) > WARMUP_UPDATES + 1 else None
+        side = torch.cuda.Stream(device=self.x.device) if capture_at is not None else None
+        try:
+            for i, L in enumerate(segments):
+                scale = 1.0 / (self.per_step * L)
+                if graph is not None and L == self.k1:
+                    graph.replay()
+                elif i == capture_at:
+                    torch.cuda.current_stream().wait_stream(side)
+                    graph = self._capture(L, scale)
+                    if graph is None:                       # capture failed: this update, and
+                        self._update(L, scale)              # the rest, run eagerly
+                    else:
+                        graph.replay()                      # capture only records; replay runs it
+                elif side is not None and i < capture_at:
+                    side.wait_stream(torch.cuda.current_stream())
+                    with torch.cuda.stream(side):           # warm-up off the capture's stream
+                        self._update(L, scale)
+                    torch.cuda.current_stream().wait_stream(side)
+                else:
+                    self._update(L, scale)
+                out[i].copy_(self.record)
+                if callback is not None:
+                    callback(i, out[i].cpu())
+        finally:
+            for p in self.live.values():
+                p.grad = None
+        return out.double().cpu()
