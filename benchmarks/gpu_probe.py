@@ -10,7 +10,7 @@ errors; (2) speed: median of passes 2-4 of the engine on the large size. F is th
 the graph: the fused cuDNN kernel or per-step products (TBPTT_BENCH_GRAPH_FORWARD=fused|loop);
 each variant runs in its own process, so a variant that breaks the CUDA context breaks only itself.
 ``--choose``: the variant that captured everywhere, matched eager and ran fastest ("loop" if none).
-``--profile``: torch.profiler's top CUDA kernels for one pass of the engine and of the first
+``--profile``: torch.profiler's top CUDA kernels for one pass of the engine and of the fastest
 baseline per style (large size): where the time goes. Needs CUDA; not collected by pytest.
 """
 
@@ -109,8 +109,9 @@ def profile(path: Path) -> None:
 
     case = make_case(SIZES["large"], "cuda")
     lines = []
-    for spec in ("tf_style(16)", "tf_style(64)", "williams_peng(16)", "full()"):
-        for impl in IMPLS[spec][:2]:
+    for spec, baseline in (("tf_style(16)", "chunked_rnn"), ("tf_style(64)", "chunked_rnn"),
+                           ("williams_peng(16)", "rerun_window"), ("full()", "chunked_rnn")):
+        for impl in [i for i in IMPLS[spec] if i.name in ("engine", baseline)]:
             run = prepare(case, spec, impl)
             run()                                     # warm
             run = prepare(case, spec, impl)

@@ -6,7 +6,8 @@
 #   4. the quick sweep on CUDA, one run at a time (runs sharing a GPU would share its clock),
 #      until the time budget ends; complete runs only, packed as sweep.tgz.
 # Usage, from the repository root on the GPU machine:
-#   OUT=/dir COMMIT=<git sha> [BUDGET_S=480] [PYTHON=python3] benchmarks/gpu_session.sh
+#   OUT=/dir COMMIT=<git sha> [BUDGET_S=480] [ROUNDS=5] [FORWARDS="loop fused"] [PYTHON=python3] \
+#     benchmarks/gpu_session.sh
 # Works without installing the package (PYTHONPATH=src) and without .git (COMMIT names the code).
 set -uo pipefail
 OUT=${OUT:?set OUT to the folder for the results}
@@ -26,15 +27,17 @@ say "CUDA tests"
 $PY -m pytest tests/test_graphed_elman.py -q -p no:cacheprovider -W default 2>&1 | tail -4 | tee -a "$LOG"
 
 say "probe: graphed engine vs eager, and its forward (one process per variant)"
-for f in loop fused; do
+REPORTS=()
+for f in ${FORWARDS:-loop fused}; do
   $PY benchmarks/gpu_probe.py --forward $f --out "$OUT/probe-$f.json" 2>&1 | tail -12 | tee -a "$LOG"
+  REPORTS+=("$OUT/probe-$f.json")
 done
-export TBPTT_BENCH_GRAPH_FORWARD=$($PY benchmarks/gpu_probe.py --choose "$OUT/probe-loop.json" "$OUT/probe-fused.json")
+export TBPTT_BENCH_GRAPH_FORWARD=$($PY benchmarks/gpu_probe.py --choose "${REPORTS[@]}")
 say "graph forward: $TBPTT_BENCH_GRAPH_FORWARD; profile"
 $PY benchmarks/gpu_probe.py --profile "$OUT/profile.txt" 2>&1 | tail -10 | tee -a "$LOG"
 
 say "benchmark"
-$PY -m pytest benchmarks -k cuda -q -p no:cacheprovider -W default --benchmark-min-rounds 5 \
+$PY -m pytest benchmarks -k cuda -q -p no:cacheprovider -W default --benchmark-min-rounds ${ROUNDS:-5} \
     --benchmark-json "$OUT/cuda.json" --benchmark-columns median,iqr,rounds 2>&1 | tail -60 | tee -a "$LOG"
 $PY benchmarks/ratios.py "$OUT/cuda.json" --out "$OUT/cuda-ratios.md" 2>&1 | tee -a "$LOG"
 cat "$OUT/cuda-ratios.md" | tee -a "$LOG"

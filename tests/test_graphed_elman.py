@@ -26,7 +26,10 @@ from tbptt_bench.styles import (
     williams_peng,
 )
 
-STYLES = [tf_style(4), williams_peng(5), overlapping(3, 7), one_step(4), TBPTT(5, 2), full(), tf_style(8)]
+#: both backward modes: the hand-written window (stored history, or k2 < 4) and autograd through
+#: the fused kernel (window inside its segment: tf_style, TBPTT(8, 4), TBPTT(6, 5), full BPTT)
+STYLES = [tf_style(4), williams_peng(5), overlapping(3, 7), one_step(4), TBPTT(5, 2), full(), tf_style(8),
+          TBPTT(8, 4), TBPTT(6, 5)]
 
 
 def _case(T=23, B=3, H=6, device="cpu", dtype=torch.float32, seed=0):
@@ -100,6 +103,16 @@ def test_graph_safe_optimizers():
     assert graph_safe_optimizer(torch.optim.Adam(params, lr=0.1, capturable=True))
     assert not graph_safe_optimizer(torch.optim.Adam(params, lr=0.1))
     assert not graph_safe_optimizer(torch.optim.Adagrad(params, lr=0.1))
+
+
+@pytest.mark.parametrize("style,mode", [(full(), "/fused-window"), (TBPTT(8, 4), "/fused-window"),
+                                        (one_step(4), ""), (williams_peng(5), "+stored-history"),
+                                        (tf_style(5), "+stored-history")], ids=lambda v: getattr(v, "spec", v))
+def test_the_path_name_says_which_backward_ran(style, mode):
+    """tf_style(5) on T = 23: the last update's window reaches into the previous segment."""
+    model, x, y = _case()
+    _, r = _train(model, x, y, style, "static-elman")
+    assert r.path == "static-elman" + mode
 
 
 def test_cpu_auto_never_picks_the_static_path():

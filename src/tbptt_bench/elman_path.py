@@ -89,9 +89,10 @@ class ElmanPath:
         objective = torch.zeros(())
         dpres, h_prevs, xs = [], [], []
         delta: Tensor | None = None            # dL/dh_j arriving from later steps (None: stopped)
-        xis = draw_window_xi(self.pi, self.per_stream, self.generator, start, u, self.x.shape[1],
-                             self.x.device, self.x.dtype)
-        alive = None if xis is None else (xis != 0).flatten(1).any(1).tolist()   # one sync per update
+        xis = draw_window_xi(self.pi, self.per_stream, self.generator, start, u, self.x.shape[1], "cpu", torch.float64)
+        alive = None if xis is None else (xis != 0).flatten(1).any(1).tolist()   # read on the host: no device sync
+        if xis is not None:
+            xis = xis.to(device=self.x.device, dtype=self.x.dtype)
         for block in reversed(self.blocks):
             plan, own = block.plan, block.plan.update == u
             if own:

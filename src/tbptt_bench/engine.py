@@ -30,7 +30,7 @@ from torch import Tensor
 from .autograd_path import AutogradPath
 from .chunking import needs_stored_history, plan_chunks
 from .elman_path import ElmanPath
-from .graphed_elman import GraphedElman, cuda_graphs_enabled, graph_safe_optimizer
+from .graphed_elman import FUSED_MIN_STEPS, GraphedElman, cuda_graphs_enabled, graph_safe_optimizer
 from .losses import LOSSES, per_step_elements
 from .models import ElmanRNN, RecurrentModel, State, map_state
 from .saved_memory import SavedTensorMeter
@@ -143,6 +143,7 @@ def train_stream(model: RecurrentModel, x: Tensor, y: Tensor, style: Style, opti
     live = model.params()
     names = list(live)
 
+    pending: list[tuple[int, Tensor]] = []    # (t, [loss, norm, clipped]) on the device, read at the end
     records: list[UpdateRecord] = []
     params = live
     meter = SavedTensorMeter() if measure_memory and isinstance(runner, AutogradPath) else None
@@ -158,11 +159,13 @@ def train_stream(model: RecurrentModel, x: Tensor, y: Tensor, style: Style, opti
                 continue
             # 3. Update time: backpropagate the window, clip, step; free what no later window needs.
             grads, objective = runner.backward(plan.update, max(plan.update - k2, 0), names)
-            record = _apply(live, names, grads, objective, clip, optimizer, plan.update)
-            records.append(record)
+            pending.append((plan.update, _apply(live, names, grads, objective, clip, optimizer)))
             runner.release(plan.update)
-            if callback is not None:
-                callback(record)
+            if callback is not None:      # a record now costs one device sync per update
+                records += _read_records(pending)
+                pending.clear()
+                callback(records[-1])
+    records += _read_records(pending)
     peak = meter.peak_bytes if meter else (runner.saved_bytes_peak if measure_memory else None)
     return TrainResult(records, h, runner.name + ("+stored-history" if stored_history else ""), peak)
 
@@ -174,36 +177,52 @@ def _train_static(model, x, y, style, optimizer, loss, clip, h, callback, measur
     k1, k2 = style.resolve(T)
     segments = [t - prev for prev, t, _ in style.updates(T)]
     times = style.update_times(T)
+    # A window inside its own segment (no stored history) of a fused cell backpropagates through
+    # the fused kernel by autograd (cuDNN's backward on CUDA: one kernel, not two per step).
+    autograd_window = not stored_history and model.fused_window and k2 >= FUSED_MIN_STEPS
     runner = GraphedElman(model, x, y, loss, k1, k2, clip, optimizer, per_step_elements(loss, B, model.output_size),
-                          h, capture)
+                          h, capture, autograd_window)
 
     def to_record(i: int, row) -> UpdateRecord:
         loss_value, norm, clipped = row.tolist()
         return UpdateRecord(times[i], loss_value, norm, bool(clipped))
 
     on_update = None if callback is None else (lambda i, row: callback(to_record(i, row)))
-    rows = runner.run(segments, on_update)
+    meter = SavedTensorMeter() if measure_memory and autograd_window else None
+    with meter if meter else nullcontext():
+        rows = runner.run(segments, on_update)
     records = [to_record(i, row) for i, row in enumerate(rows)]
-    name = ("cuda-graph-elman" if runner.captured else "static-elman") + ("+stored-history" if stored_history else "")
-    saved = runner.saved_bytes(max(segments)) if measure_memory else None
+    name = (("cuda-graph-elman" if runner.captured else "static-elman") + ("/fused-window" if autograd_window else "")
+            + ("+stored-history" if stored_history else ""))
+    saved = (meter.peak_bytes if meter else runner.saved_bytes(max(segments))) if measure_memory else None
     reason = None if runner.capture_error is None else f"CUDA graph capture failed: {runner.capture_error}"
     return TrainResult(records, runner.h.clone(), name, saved, reason)
 
 
-def _apply(live: dict[str, Tensor], names: list[str], grads, objective, clip, optimizer, u: int) -> UpdateRecord:
-    """Set p.grad, clip by global norm (g <- min(1, clip/||g||) g, no epsilon), step."""
+def _apply(live: dict[str, Tensor], names: list[str], grads, objective, clip, optimizer) -> Tensor:
+    """Set p.grad, clip by global norm (g <- min(1, clip/||g||) g, no epsilon), step; return
+    [objective, norm before clipping, clipped] as one device tensor. Nothing is read on the host
+    (no device sync): below the threshold the factor is exactly 1, so the gradient is unchanged."""
     gs = [torch.zeros_like(live[n]) if grads[n] is None else grads[n] for n in names]
     norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(gs)))
-    clipped = False
-    if clip is not None and float(norm) > clip:
-        torch._foreach_mul_(gs, clip / norm)
-        clipped = True
+    clipped = torch.zeros_like(norm)
+    if clip is not None:
+        torch._foreach_mul_(gs, torch.clamp(clip / norm, max=1.0))
+        clipped = (norm > clip).to(norm.dtype)
     for n, g in zip(names, gs):
         live[n].grad = g
     optimizer.step()
     for n in names:
         live[n].grad = None
-    return UpdateRecord(u, float(objective), float(norm), clipped)
+    return torch.stack([objective.detach().to(norm.device, norm.dtype), norm.detach(), clipped])
+
+
+def _read_records(pending: list[tuple[int, Tensor]]) -> list[UpdateRecord]:
+    """Update records from device rows, in one host read."""
+    if not pending:
+        return []
+    rows = torch.stack([row for _, row in pending]).double().tolist()
+    return [UpdateRecord(t, loss, norm, bool(clipped)) for (t, _), (loss, norm, clipped) in zip(pending, rows)]
 
 
 def _flat(h: State) -> list[Tensor]:
@@ -248,15 +267,22 @@ def _validate(model, x, y, style, loss, clip, generator, h0) -> None:
     if loss == "ce":
         if tuple(y.shape) != (T, B) or y.dtype != torch.long:
             raise EngineError(f"y with shape {tuple(y.shape)} and dtype {y.dtype} is not allowed: loss 'ce' needs int64 class indices {(T, B)}")
-        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= Q):
-            raise EngineError(f"y with classes in [{int(y.min())}, {int(y.max())}] is not allowed: classes must lie in [0, {Q - 1}]")
     p = next(iter(model.parameters()))
     for name, t in (("x", x), ("y", y)):
         if t.device != p.device:
             raise EngineError(f"{name} on {t.device} is not allowed: the model is on {p.device}")
-    if not bool(torch.isfinite(x).all()):
+    # The value checks in one host read (one device sync on a GPU).
+    stats = [torch.isfinite(x).all().double()]
+    if loss == "mse":
+        stats.append(torch.isfinite(y).all().double())
+    elif y.numel():
+        stats += [y.min().double(), y.max().double()]
+    values = torch.stack(stats).tolist()
+    if loss == "ce" and y.numel() and (values[1] < 0 or values[2] >= Q):
+        raise EngineError(f"y with classes in [{int(values[1])}, {int(values[2])}] is not allowed: classes must lie in [0, {Q - 1}]")
+    if not values[0]:
         raise EngineError("x with non-finite values (nan or inf) is not allowed: inputs must be finite")
-    if loss == "mse" and not bool(torch.isfinite(y).all()):
+    if loss == "mse" and not values[1]:
         raise EngineError("y with non-finite values (nan or inf) is not allowed: targets must be finite")
     if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not math.isfinite(clip) or clip <= 0):
         raise EngineError(f"clip={clip!r} is not allowed: use None or a positive finite number")

@@ -33,10 +33,12 @@ from torch import Tensor
 from .losses import LOSS_GRADS, LOSSES
 from .models import ElmanRNN
 
-__all__ = ["WARMUP_UPDATES", "GraphedElman", "cuda_graphs_enabled", "fused_forward_enabled", "graph_safe_optimizer"]
+__all__ = ["FUSED_MIN_STEPS", "WARMUP_UPDATES", "GraphedElman", "cuda_graphs_enabled", "fused_forward_enabled",
+           "graph_safe_optimizer"]
 
-#: Eager updates on a side stream before capture (lazy optimizer state, cuBLAS handles, allocator).
-WARMUP_UPDATES = 3
+#: Eager updates on the capture's side stream before capture (lazy optimizer state, cuBLAS and
+#: cuDNN handles and workspaces for that stream). One suffices; each costs a whole eager update.
+WARMUP_UPDATES = 1
 #: Segments at least this long run their forward as one fused kernel on CUDA (a loop of
 #: 2 launches per step otherwise).
 FUSED_MIN_STEPS = 4
@@ -70,7 +72,8 @@ class GraphedElman:
     """
 
     def __init__(self, model: ElmanRNN, x: Tensor, y: Tensor, loss: str, k1: int, k2: int, clip: float | None,
-                 optimizer: torch.optim.Optimizer, per_step: int, h0: Tensor, capture: bool):
+                 optimizer: torch.optim.Optimizer, per_step: int, h0: Tensor, capture: bool,
+                 autograd_window: bool = False):
         self.model, self.x, self.y, self.k1, self.k2, self.clip = model, x, y, k1, k2, clip
         self.optimizer, self.per_step = optimizer, per_step
         self.loss_sum, self.loss_grad = LOSSES[loss], LOSS_GRADS[loss]
@@ -81,9 +84,10 @@ class GraphedElman:
         self.captured = False
         self.capture_error: str | None = None             # why capture failed, if it did
         self.fused_forward = self.tanh and fused_forward_enabled(x.device)
+        self.autograd_window = autograd_window
         B, H, D = x.shape[1], model.hidden_size, model.input_size
         kw = {"device": x.device, "dtype": x.dtype}
-        W = k2
+        W = 0 if autograd_window else k2                   # no slots kept: the window is the segment's own
         self.h = h0.detach().clone()                       # the carried state
         self.hp = torch.zeros(W, B, H, **kw)               # per window slot: state before the step
         self.da = torch.zeros(W, B, H, **kw)               #   f'(pre); 0 marks a slot before step 1
@@ -101,9 +105,37 @@ class GraphedElman:
     def _update(self, L: int, scale: float) -> None:
         """The update after a segment of L steps; ``scale`` = 1 / (elements of its losses).
         Device work only: no host reads, no allocation that depends on data."""
-        p, W = self.live, self.k2
         idx = self.t0 + self._arange(L)
         xs, ys = self.x.index_select(0, idx), self.y.index_select(0, idx)
+        if self.autograd_window:
+            objective = self._gradients_autograd(L, scale, xs, ys)
+        else:
+            objective = self._gradients_manual(L, scale, xs, ys)
+        self._clip_step_record(objective)
+        self.t0 += L
+
+    def _gradients_autograd(self, L: int, scale: float, xs: Tensor, ys: Tensor) -> Tensor:
+        """Gradients when the window lies inside the segment (no stored history): steps before
+        the window forward without a graph (their losses reach the readout only), the window
+        forward and backward through the model's fused kernel (cuDNN's on CUDA) by autograd."""
+        p, n0 = self.live, max(L - self.k2, 0)
+        hs0, h_mid = self.model.window(p, xs[:n0], self.h) if n0 else (None, self.h)
+        with torch.enable_grad():
+            hs1, h_end = self.model.window(p, xs[n0:], h_mid)
+            hs = hs1 if hs0 is None else torch.cat([hs0, hs1])
+            objective = self.loss_sum(self.model.readout(p, hs), ys) * scale
+            grads = torch.autograd.grad(objective, [p[n] for n in self.names], allow_unused=True)
+        for n, g in zip(self.names, grads):
+            if g is None:
+                self.grads[n].zero_()
+            else:
+                self.grads[n].copy_(g)
+        self.h.copy_(h_end)
+        return objective.detach()
+
+    def _gradients_manual(self, L: int, scale: float, xs: Tensor, ys: Tensor) -> Tensor:
+        """Gradients by the hand-written backward over the sliding window of stored steps."""
+        p, W = self.live, self.k2
         B, H = self.h.shape
 
         # Forward the segment with the current parameters: one fused kernel (cuDNN) where it
@@ -157,9 +189,12 @@ class GraphedElman:
         torch.mm(flat.T, self.xb.reshape(-1, self.xb.shape[-1]), out=g["W_hx"])
         if "b_h" in g:
             torch.sum(flat, dim=0, out=g["b_h"])
+        return objective
 
-        # Clip by global norm without reading it on the host: g <- min(1, clip/||g||) g.
-        gs = [g[n] for n in self.names]
+    def _clip_step_record(self, objective: Tensor) -> None:
+        """Clip by global norm without reading it on the host (g <- min(1, clip/||g||) g), step,
+        and write (objective, norm, clipped) to the record buffer."""
+        gs = [self.grads[n] for n in self.names]
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(gs)))
         if self.clip is not None:
             torch._foreach_mul_(gs, torch.clamp(self.clip / norm, max=1.0))
@@ -168,19 +203,26 @@ class GraphedElman:
             clipped = torch.zeros((), dtype=torch.bool, device=norm.device)
         self.optimizer.step()
         torch.stack([objective.to(norm.dtype), norm, clipped.to(norm.dtype)], out=self.record)
-        self.t0 += L
 
-    def _capture(self, L: int, scale: float) -> torch.cuda.CUDAGraph | None:
-        """The update as a CUDA graph, or None (with ``capture_error`` set) where capture fails.
-        A failed capture executed nothing: every buffer still holds the last update's values."""
+    def _capture(self, L: int, scale: float, stream: torch.cuda.Stream) -> torch.cuda.CUDAGraph | None:
+        """The update as a CUDA graph, captured on ``stream`` (where the warm-up ran, so its
+        library handles exist), or None with ``capture_error`` set where capture fails. A failed
+        capture executed nothing: every buffer still holds the last update's values. (Not
+        ``torch.cuda.graph``: its synchronize and empty_cache cost more than a short pass.)"""
         graph = torch.cuda.CUDAGraph()
+        stream.wait_stream(torch.cuda.current_stream())
         try:
-            with torch.cuda.graph(graph):
-                self._update(L, scale)
+            with torch.cuda.stream(stream):
+                graph.capture_begin()
+                try:
+                    self._update(L, scale)
+                finally:
+                    graph.capture_end()
         except RuntimeError as err:
             self.capture_error = f"{type(err).__name__}: {err}".splitlines()[0][:300]
             torch.cuda.synchronize()
             return None
+        torch.cuda.current_stream().wait_stream(stream)
         self.captured = True
         return graph
 
@@ -215,8 +257,7 @@ class GraphedElman:
                 if graph is not None and L == self.k1:
                     graph.replay()
                 elif i == capture_at:
-                    torch.cuda.current_stream().wait_stream(side)
-                    graph = self._capture(L, scale)
+                    graph = self._capture(L, scale, side)
                     if graph is None:                       # capture failed: this update, and
                         self._update(L, scale)              # the rest, run eagerly
                     else:
