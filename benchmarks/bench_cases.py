@@ -14,6 +14,7 @@ Size(name='small', B=16, H=32, T=512, T_cpu=512)
 from __future__ import annotations
 
 import copy
+import gc
 import random
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -159,12 +160,15 @@ def prepare(case: Case, style_spec: str, impl: Impl, measure_memory: bool = Fals
 
 
 def peak_device_bytes(case: Case, style_spec: str, impl: Impl) -> int | None:
-    """CUDA: max_memory_allocated over one untimed pass after a reset; None elsewhere (on the CPU
-    the process-wide ru_maxrss says nothing about one pass inside a pytest process)."""
+    """CUDA: the allocator's peak during one untimed pass above what was allocated when it began
+    (the case's stream, the fresh model, and whatever earlier tests still hold are excluded);
+    None elsewhere (on the CPU the process-wide ru_maxrss says nothing about one pass)."""
     if case.device != "cuda":
         return None
+    gc.collect()
     run = prepare(case, style_spec, impl)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
+    start = torch.cuda.memory_allocated()
     run()
-    return int(torch.cuda.max_memory_allocated())
+    return int(torch.cuda.max_memory_allocated()) - start

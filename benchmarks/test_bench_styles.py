@@ -45,6 +45,7 @@ def test_train_pass(benchmark, request, case_cache, style: str, device: str, siz
         return (), {}
 
     result = benchmark.pedantic(lambda: prepared[-1](), setup=setup, rounds=rounds, warmup_rounds=1, iterations=1)
+    prepared.clear()   # pytest-benchmark keeps its fixtures to the end: let this round's model go now
 
     # 2. Untimed: bytes saved for backward, and the allocator's peak on CUDA.
     saved = prepare(case, style, chosen, measure_memory=True)()["saved_bytes_peak"]
@@ -70,7 +71,7 @@ def test_train_pass(benchmark, request, case_cache, style: str, device: str, siz
         "samples_per_s": case.T * case.size.B / median if median else None,    # row-steps per s
         "updates_per_s": result["updates"] / median if median else None,
         "peak_mem_bytes": peak,
-        "peak_mem_source": "cuda_max_allocated" if peak is not None else None,
+        "peak_mem_source": "cuda_max_allocated_above_pass_start" if peak is not None else None,
         "saved_for_backward_bytes": saved,
         "torch_threads": torch.get_num_threads(),
     })
