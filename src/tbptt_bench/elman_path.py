@@ -87,7 +87,7 @@ class ElmanPath:
     def backward(self, u: int, start: int, names: list[str]) -> tuple[dict[str, Tensor | None], Tensor]:
         grads: dict[str, Tensor | None] = dict.fromkeys(names)
         objective = torch.zeros(())
-        dpres, h_prevs, xs = [], [], []
+        pieces: list[tuple[Tensor, Tensor, Tensor]] = []   # per block: (dpre, h_prev, x) of its steps
         delta: Tensor | None = None            # dL/dh_j arriving from later steps (None: stopped)
         xis = draw_window_xi(self.pi, self.per_stream, self.generator, start, u, self.x.shape[1], "cpu", torch.float64)
         alive = None if xis is None else (xis != 0).flatten(1).any(1).tolist()   # read on the host: no device sync
@@ -101,27 +101,39 @@ class ElmanPath:
             if not plan.in_window or plan.a < start or (not own and delta is None):
                 continue
             W_hh = block.params["W_hh"]
-            for i in range(plan.b - plan.a - 1, -1, -1):      # step j = a + 1 + i, newest first
+            L = plan.b - plan.a
+            # A step that no later gradient reaches has dpre = pull * f' (own steps only): all of
+            # them in one product, so the loop below touches only steps a carried delta reaches
+            # (under random truncation, the few edges kept).
+            if own:
+                dpre = block.pull * block.dact if self.tanh else block.pull.clone()
+            else:
+                dpre = torch.empty_like(block.h)
+            lo = L
+            for i in range(L - 1, -1, -1):                    # step j = a + 1 + i, newest first
                 j = plan.a + 1 + i
-                if own:
-                    delta = block.pull[i] if delta is None else delta + block.pull[i]
-                dpre = delta * block.dact[i] if self.tanh else delta
-                dpres.append(dpre)
-                h_prevs.append(block.h[i - 1] if i else block.h_in)
-                xs.append(block.x[i])
+                if delta is not None:
+                    d = delta + block.pull[i] if own else delta
+                    if self.tanh:
+                        torch.mul(d, block.dact[i], out=dpre[i])
+                    else:
+                        dpre[i].copy_(d)
+                lo = i
                 if j - 1 <= start:
                     delta = None
                     break
                 if xis is None:
-                    delta = dpre @ W_hh
+                    delta = dpre[i] @ W_hh
                 elif alive[j - start - 2]:                      # edge j kept for some stream
-                    delta = (dpre @ W_hh) * xis[j - start - 2]
+                    delta = (dpre[i] @ W_hh) * xis[j - start - 2]
                 else:
                     delta = None
                 if delta is None and not own:
                     break
-        if dpres:
-            dpre, h_prev, x = torch.stack(dpres), torch.stack(h_prevs), torch.stack(xs)
+            h_prev = block.h_in.unsqueeze(0) if L == 1 else torch.cat([block.h_in.unsqueeze(0), block.h[:-1]])
+            pieces.append((dpre[lo:], h_prev[lo:], block.x[lo:]))
+        if pieces:
+            dpre, h_prev, x = (parts[0] if len(parts) == 1 else torch.cat(parts) for parts in zip(*pieces))
             H = dpre.shape[-1]
             flat_dpre = dpre.reshape(-1, H)
             self._add(grads, "W_hh", flat_dpre.T @ h_prev.reshape(-1, H))
