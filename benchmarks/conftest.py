@@ -13,9 +13,14 @@ import pytest
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--bench-threads", type=int, default=None,
                      help="torch intra-op threads for the benchmarks (default: torch's own choice)")
+    parser.addoption("--bench-pairs", type=int, default=5,
+                     help="interleaved engine/baseline repetitions per engine case, for ratios that machine "
+                          "load disturbs least (default 5; 0 turns them off)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--bench-pairs") < 0:
+        raise pytest.UsageError(f"--bench-pairs={config.getoption('--bench-pairs')} is not allowed: use 0 or a positive integer")
     threads = config.getoption("--bench-threads")
     if threads is not None:
         if threads < 1:
