@@ -9,6 +9,8 @@
 #   OUT=/dir COMMIT=<git sha> [BUDGET_S=480] [ROUNDS=5] [FORWARDS="loop fused"] [PYTHON=python3] \
 #     benchmarks/gpu_session.sh
 # Works without installing the package (PYTHONPATH=src) and without .git (COMMIT names the code).
+# Nothing under results/ is read: where a copy of the tree must stay small (a lent machine takes
+# 64 MiB), send it without results/ and commit what comes back from $OUT under results/.
 set -uo pipefail
 OUT=${OUT:?set OUT to the folder for the results}
 PY=${PYTHON:-python3}
