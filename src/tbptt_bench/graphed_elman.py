@@ -12,7 +12,11 @@ device (path ``"static-elman"``), which is how the CPU tests check it against th
 The window is a sliding buffer of the last k2 steps (oldest first): per slot, the state before
 the step, f'(pre) and the input, and the W_hh of the step's own time (stored history, SPEC.md
 rule 4). Before the first k2 steps exist, the empty slots hold f' = 0, so the recursion adds
-exactly nothing there. Only deterministic TBPTT(k1, k2) styles run here: random truncation
+exactly nothing there. Where the window lies inside its own segment (no stored history; the
+engine decides) and spans at least ``FUSED_MIN_STEPS`` steps, the window's backward is instead
+autograd through the model's fused kernel (cuDNN's forward and backward, inside the graph on
+CUDA): one backward kernel rather than two small ones per step, and no window buffers at all.
+Only deterministic TBPTT(k1, k2) styles run here: random truncation
 draws on the host (``elman_path`` does it). Which updates the graph serves: every update whose
 segment has k1 steps; a shorter last segment (T not a multiple of k1) runs eagerly.
 
