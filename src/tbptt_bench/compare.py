@@ -123,6 +123,8 @@ def benchmark_timings(dirs: Sequence[Path],
     for path in files:
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(doc, dict) and "benchmarks" not in doc and "machine_info" not in doc:
+                continue                     # another JSON kept beside them (e.g. a probe report)
             machine, benches = doc.get("machine_info") or {}, doc["benchmarks"]
             for b in benches:
                 extra, params = b.get("extra_info") or {}, b.get("params") or {}
