@@ -29,6 +29,7 @@ from torch import Tensor
 
 from .autograd_path import AutogradPath
 from .chunking import needs_stored_history, plan_chunks
+from .clipping import clip_by_global_norm_
 from .elman_path import ElmanPath
 from .graphed_elman import FUSED_MIN_STEPS, GraphedElman, cuda_graphs_enabled, graph_safe_optimizer
 from .losses import LOSSES, per_step_elements
@@ -204,11 +205,7 @@ def _apply(live: dict[str, Tensor], names: list[str], grads, objective, clip, op
     [objective, norm before clipping, clipped] as one device tensor. Nothing is read on the host
     (no device sync): below the threshold the factor is exactly 1, so the gradient is unchanged."""
     gs = [torch.zeros_like(live[n]) if grads[n] is None else grads[n] for n in names]
-    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(gs)))
-    clipped = torch.zeros_like(norm)
-    if clip is not None:
-        torch._foreach_mul_(gs, torch.clamp(clip / norm, max=1.0))
-        clipped = (norm > clip).to(norm.dtype)
+    norm, clipped = clip_by_global_norm_(gs, clip)
     for n, g in zip(names, gs):
         live[n].grad = g
     optimizer.step()

@@ -34,6 +34,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .clipping import clip_by_global_norm_
 from .losses import LOSS_GRADS, LOSSES
 from .models import ElmanRNN
 
@@ -198,15 +199,9 @@ class GraphedElman:
     def _clip_step_record(self, objective: Tensor) -> None:
         """Clip by global norm without reading it on the host (g <- min(1, clip/||g||) g), step,
         and write (objective, norm, clipped) to the record buffer."""
-        gs = [self.grads[n] for n in self.names]
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(gs)))
-        if self.clip is not None:
-            torch._foreach_mul_(gs, torch.clamp(self.clip / norm, max=1.0))
-            clipped = norm > self.clip
-        else:
-            clipped = torch.zeros((), dtype=torch.bool, device=norm.device)
+        norm, clipped = clip_by_global_norm_([self.grads[n] for n in self.names], self.clip)
         self.optimizer.step()
-        torch.stack([objective.to(norm.dtype), norm, clipped.to(norm.dtype)], out=self.record)
+        torch.stack([objective.to(norm.dtype), norm, clipped], out=self.record)
 
     def _capture(self, L: int, scale: float, stream: torch.cuda.Stream) -> torch.cuda.CUDAGraph | None:
         """The update as a CUDA graph, captured on ``stream`` (where the warm-up ran, so its
