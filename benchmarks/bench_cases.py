@@ -25,9 +25,9 @@ import torch
 
 from tbptt_bench import baselines
 from tbptt_bench.engine import train_stream
-from tbptt_bench.envinfo import synchronize
+from tbptt_bench.runs.envinfo import synchronize
 from tbptt_bench.models import ElmanRNN
-from tbptt_bench.saved_memory import SavedTensorMeter
+from tbptt_bench.engine.saved_memory import SavedTensorMeter
 from tbptt_bench.styles import Style, parse_style
 
 D = Q = 8        #: input and output width of every case (mse loss)

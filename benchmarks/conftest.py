@@ -33,7 +33,7 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     """pytest-benchmark's machine id ignores the GPU and the libraries: add them."""
     import torch
 
-    from tbptt_bench.envinfo import cpu_model, git_info
+    from tbptt_bench.runs.envinfo import cpu_model, git_info
 
     cuda = torch.cuda.is_available()
     mps = getattr(torch.backends, "mps", None)

@@ -20,7 +20,7 @@ import torch
 from bench_cases import (IMPLS, SIZES, STYLES, device_or_skip, make_case, peak_device_bytes, prepare,
                          synchronize)
 
-from tbptt_bench.envinfo import device_name
+from tbptt_bench.runs.envinfo import device_name
 from tbptt_bench.styles import parse_style
 
 DEVICES = ("cpu", "cuda", "mps")

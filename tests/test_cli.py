@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tbptt_bench import cli, store, sweep
-from tbptt_bench.spec import load_specs, resolve
+from tbptt_bench import cli
+
+from tbptt_bench.runs import store, sweep
+from tbptt_bench.runs.spec import load_specs, resolve
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONWARNINGS": "error"}
@@ -79,8 +81,7 @@ def test_list_shows_tasks_styles_presets_and_devices(smoke_results, capsys):
 
 
 def test_report_and_compare_are_thin_wrappers(tmp_path, capsys, monkeypatch):
-    from tbptt_bench import compare, report
-
+    from tbptt_bench.report import compare, build as report
     calls = []
     monkeypatch.setattr(report, "build_report", lambda d: calls.append(("report", d)) or [d / "tables" / "index.md"])
     monkeypatch.setattr(compare, "compare", lambda dirs, out: calls.append(("compare", dirs, out)) or [out / "x.md"])

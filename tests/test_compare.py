@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tbptt_bench.compare import CompareError, compare
+from tbptt_bench.report.compare import CompareError, compare
 
 FIXTURE = Path(__file__).parent / "fixtures" / "results"
 CPU, GPU = "cpu-amd-epyc-7b13", "cuda-nvidia-h100-80gb-hbm3"
@@ -45,7 +45,7 @@ def test_compare_fixture_root_speedups_and_benchmarks(tmp_path):
 
 
 def test_first_dir_is_the_baseline(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="tbptt_bench.compare"):
+    with caplog.at_level(logging.WARNING, logger="tbptt_bench.report.compare"):
         paths = compare([FIXTURE / GPU, FIXTURE / CPU], tmp_path)
     rows = {(r["style_spec"], r["device_tag"]): r["speedup_vs_baseline"] for r in _rows(tmp_path / "compare.csv")}
     assert rows == {("full()", GPU): "1.0000", ("full()", CPU): "0.0400",
@@ -72,7 +72,7 @@ def test_broken_benchmark_file_is_skipped(tmp_path, caplog):
     root = tmp_path / "results"
     shutil.copytree(FIXTURE / "benchmarks", root / "benchmarks")
     (root / "benchmarks" / "broken.json").write_text("{nope", encoding="utf-8")
-    with caplog.at_level(logging.WARNING, logger="tbptt_bench.compare"):
+    with caplog.at_level(logging.WARNING, logger="tbptt_bench.report.compare"):
         paths = compare([root], tmp_path / "out")
     assert [p.name for p in paths] == ["compare.md", "compare.csv", "benchmarks.csv"]  # no runs: no figure
     assert any("skipped benchmark file" in r.getMessage() and "broken.json" in r.getMessage() for r in caplog.records)

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from tbptt_bench import harness, store, sweep
-from tbptt_bench.spec import load_spec
+from tbptt_bench.runs import harness, store, sweep
+from tbptt_bench.runs.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 LINE = re.compile(r"^\[\d+/\d+\] (ok|diverged|failed|skipped)\s+(\S+)")
@@ -32,7 +32,8 @@ LINE = re.compile(r"^\[\d+/\d+\] (ok|diverged|failed|skipped)\s+(\S+)")
 # Imports everything first, then waits for the go file, so both sweeps plan at the same moment.
 STARTER = """
 import os, sys, time
-from tbptt_bench import cli, harness, sweep  # noqa: F401 - the slow imports happen before the start line
+from tbptt_bench import cli, sweep  # noqa: F401 - the slow imports happen before the start line
+from tbptt_bench.runs import harness
 go = sys.argv[1]
 while not os.path.exists(go):
     time.sleep(0.005)
@@ -116,7 +117,7 @@ def test_a_claimed_run_waits_for_its_holder_then_is_skipped_or_taken_over(tmp_pa
     tmp = first.run_dir.parent / f".tmp-{first.run_dir.name}-{os.getpid()}"
     tmp.mkdir()
     # 2. Another process holds run 3, then dies without finishing it (SIGKILL: no clean-up at all).
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from tbptt_bench import store;"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from tbptt_bench.runs import store;"
                                f"c = store.claim_run({str(third.run_dir)!r}); print(c is not None, flush=True);"
                                "time.sleep(600)"], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "True"

@@ -25,8 +25,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tbptt_bench import cli, sweep
+from tbptt_bench import cli
 
+from tbptt_bench.runs import sweep
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only

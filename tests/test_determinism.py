@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tbptt_bench import harness, store, sweep
-from tbptt_bench.spec import load_spec
+from tbptt_bench.runs import harness, store, sweep
+from tbptt_bench.runs.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING = {"train_wall_s", "eval_wall_s", "updates_per_s", "timesteps_per_s", "peak_mem_bytes"}

@@ -1,6 +1,6 @@
 """Activation memory of TBPTT(k1, k2) does not grow with T: it is bounded by ~ (max(k1, k2) + c) steps.
 
-Measured with this file's own saved-tensor counter (independent of tbptt_bench.saved_memory):
+Measured with this file's own saved-tensor counter (independent of tbptt_bench.engine.saved_memory):
 a pack hook adds a saved tensor's bytes to a live total the first time its memory (device, data
 pointer, byte size) is saved, a weakref finalizer on the packed handle subtracts them when autograd
 frees the last handle, and the peak of the live total is kept. Two totals are tracked:
@@ -105,7 +105,7 @@ class _Handle:
 
 @pytest.fixture(scope="module")
 def engine():
-    return pytest.importorskip("tbptt_bench.engine", reason="tbptt_bench.engine is not written yet")
+    return pytest.importorskip("tbptt_bench.engine.train", reason="tbptt_bench.engine.train is not written yet")
 
 
 def _measure(engine, spec: str, T: int, path: str = "autograd", *, engine_meter: bool = False) -> dict:

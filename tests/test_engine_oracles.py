@@ -65,7 +65,7 @@ def _reference(row, cell, loss, clip):
 
 @pytest.fixture(scope="module")
 def engine():
-    return pytest.importorskip("tbptt_bench.engine", reason="tbptt_bench.engine is not written yet")
+    return pytest.importorskip("tbptt_bench.engine.train", reason="tbptt_bench.engine.train is not written yet")
 
 
 def _train_engine(engine, cell, loss, T, spec, clip=None, lr=LR, seed=0, path="auto", **kw):

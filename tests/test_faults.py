@@ -27,8 +27,12 @@ from pathlib import Path
 
 import pytest
 
-from tbptt_bench import cli, harness, report, store, sweep
-from tbptt_bench.spec import load_spec
+from tbptt_bench import cli
+
+from tbptt_bench.runs import harness, store, sweep
+
+from tbptt_bench.report import build as report
+from tbptt_bench.runs.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = ["config.json", "curve.csv", "env.json", "summary.json"]
@@ -223,9 +227,9 @@ def test_damaged_runs_are_skipped_with_a_reason_then_rerun(reference, tmp_path, 
     assert sorted(skipped) == sorted(r.name for r in visible_damage.values())
     assert "truncated" in skipped[damaged["curve cut mid-row"].name]
     assert sorted(loaded.runs["run_id"]) == sorted(r.name for r in runs if r.name not in skipped)
-    with caplog.at_level(logging.WARNING, logger="tbptt_bench.report"):
+    with caplog.at_level(logging.WARNING, logger="tbptt_bench.report.build"):
         report.build_report(results, figures=False)
-    warned = [r.getMessage() for r in caplog.records if r.name == "tbptt_bench.report"]
+    warned = [r.getMessage() for r in caplog.records if r.name == "tbptt_bench.report.build"]
     assert len(warned) == len(visible_damage) and all(m.startswith("skipped run folder ") for m in warned)
     index = (results / "tables" / "index.md").read_text()
     assert f"({len(visible_damage)} run folders skipped)" in index

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from tbptt_bench.engine import EngineError, train_stream
-from tbptt_bench.graphed_elman import graph_safe_optimizer
+from tbptt_bench.engine.paths.static_elman import graph_safe_optimizer
 from tbptt_bench.models import ElmanRNN, GRUModel
 from tbptt_bench.styles import (
     TBPTT,

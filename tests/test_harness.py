@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tbptt_bench import envinfo, harness, store
-from tbptt_bench.spec import Budget, RunConfig
+from tbptt_bench.runs import envinfo, harness, store
+from tbptt_bench.runs.spec import Budget, RunConfig
 from tbptt_bench.styles import parse_style
 
 BUDGET = Budget(epochs=2, batch=4, row_len=30, val_batch=4, val_len=40, eval_every_updates=4, warmup_updates=2)
@@ -99,7 +99,7 @@ def test_divergence_stops_the_run():
 
 
 def test_an_exception_marks_the_run_failed(monkeypatch):
-    import tbptt_bench.engine as engine
+    import tbptt_bench.engine.train as engine
 
     def boom(*a, **k):
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore text")

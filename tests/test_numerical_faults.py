@@ -18,8 +18,14 @@ import math
 import pytest
 import torch
 
-from tbptt_bench import engine, harness, models, report, store
-from tbptt_bench.spec import Budget, RunConfig
+from tbptt_bench.engine import train as engine
+
+from tbptt_bench.runs import harness, store
+
+from tbptt_bench import models
+
+from tbptt_bench.report import build as report
+from tbptt_bench.runs.spec import Budget, RunConfig
 
 
 def config(clip: float | None, lr: float, row_len: int, style: str, eval_every: int, val_len: int = 60) -> RunConfig:

@@ -31,7 +31,7 @@ SIZES = dict(B=2, D=2, H=3, Q=1)
 
 @pytest.fixture(scope="module")
 def engine():
-    return pytest.importorskip("tbptt_bench.engine", reason="tbptt_bench.engine is not written yet")
+    return pytest.importorskip("tbptt_bench.engine.train", reason="tbptt_bench.engine.train is not written yet")
 
 
 def _flat(grads: dict) -> torch.Tensor:

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from tbptt_bench.readme_results import BEGIN, END, ReadmeError, replace_block, update_readme
+from tbptt_bench.report.readme import BEGIN, END, ReadmeError, replace_block, update_readme
 from tbptt_bench.report import build_report
 
 FIXTURE = __import__("pathlib").Path(__file__).parent / "fixtures" / "results"

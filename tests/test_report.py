@@ -14,8 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tbptt_bench import figures, report, store, styles, tables
+from tbptt_bench.report import figures, build as report, tables
 
+from tbptt_bench.runs import store
+
+from tbptt_bench import styles
 FIXTURE = Path(__file__).parent / "fixtures" / "results"
 CPU, GPU = "cpu-amd-epyc-7b13", "cuda-nvidia-h100-80gb-hbm3"
 ECHO_CPU = Path(CPU) / "smoke" / "echo"
@@ -197,9 +200,9 @@ def test_returns_every_file_and_index_lists_them(built):
 
 
 def test_skipped_folders_warn_once_each_and_are_left_out(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="tbptt_bench.report"):
+    with caplog.at_level(logging.WARNING, logger="tbptt_bench.report.build"):
         report.build_report(FIXTURE, tmp_path, figures=False)
-    lines = [r.getMessage() for r in caplog.records if r.name == "tbptt_bench.report"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "tbptt_bench.report.build"]
     assert len(lines) == 2
     assert lines[0].startswith(f"skipped run folder {CPU}/smoke/echo-tf_style-4-tanh4-lr0.3-s0-")
     assert "summary.json is unreadable" in lines[0]
@@ -305,9 +308,9 @@ def test_linear_rnn_gradient_norms_follow_the_eigenvalue_argument():
 def test_report_modules_never_import_torch(tmp_path):
     code = (
         "import sys\n"
-        "import tbptt_bench.report, tbptt_bench.compare, tbptt_bench.tables, tbptt_bench.store\n"
-        "import tbptt_bench.figures as F\n"
-        f"tbptt_bench.report.build_report({str(FIXTURE)!r}, {str(tmp_path)!r}, figures=False)\n"
+        "import tbptt_bench.report.build, tbptt_bench.report.compare, tbptt_bench.report.tables, tbptt_bench.runs.store\n"
+        "import tbptt_bench.report.figures as F\n"
+        f"tbptt_bench.report.build.build_report({str(FIXTURE)!r}, {str(tmp_path)!r}, figures=False)\n"
         "F.gradient_norms_figure(max_distance=5)\n"
         "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
         "assert not bad, bad\n"

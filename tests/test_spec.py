@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tbptt_bench.spec import (OPTIMIZERS, SWEEP_PRESETS, Budget, RunConfig, SpecError, load_spec, load_specs,
+from tbptt_bench.runs.spec import (OPTIMIZERS, SWEEP_PRESETS, Budget, RunConfig, SpecError, load_spec, load_specs,
                               parse_spec, resolve, style_slug)
 from tbptt_bench.styles import parse_style
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tbptt_bench import store
+from tbptt_bench.runs import store
 from tbptt_bench.styles import tf_style
 
 FIXTURE = Path(__file__).parent / "fixtures" / "results"

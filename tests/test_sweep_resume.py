@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tbptt_bench import cli, store, sweep
-from tbptt_bench.spec import load_spec
+from tbptt_bench import cli
+
+from tbptt_bench.runs import store, sweep
+from tbptt_bench.runs.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 

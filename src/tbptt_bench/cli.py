@@ -63,7 +63,7 @@ def _seed_count(text: str) -> int:
 # -- locating specs ---------------------------------------------------------------------------
 def find_specs_dir(explicit: str | None = None) -> Path:
     """--specs-dir, else ./tasks when it holds specs, else the checkout's tasks/ beside src/."""
-    from .spec import SpecError
+    from .runs.spec import SpecError
 
     if explicit:
         d = Path(explicit)
@@ -81,7 +81,7 @@ def find_specs_dir(explicit: str | None = None) -> Path:
 
 
 def _load_specs(names: Sequence[str], specs_dir: str | None):
-    from .spec import load_spec, load_specs
+    from .runs.spec import load_spec, load_specs
 
     if names and all(n.endswith(".toml") or Path(n).is_file() for n in names):
         return [load_spec(n) for n in names]
@@ -106,8 +106,8 @@ def _load_specs(names: Sequence[str], specs_dir: str | None):
 # -- commands ---------------------------------------------------------------------------------
 def _cmd_list(args) -> int:
     from . import styles
-    from .spec import SWEEP_PRESETS, SpecError, load_specs
-    from .store import iter_run_dirs, is_complete
+    from .runs.spec import SWEEP_PRESETS, SpecError, load_specs
+    from .runs.store import iter_run_dirs, is_complete
 
     try:
         from .tasks import TASKS
@@ -151,7 +151,7 @@ def _check_writable(results: Path) -> None:
 
 
 def _sweep(args, preset: str) -> int:
-    from . import envinfo, sweep
+    from .runs import envinfo, sweep
     from .styles import parse_style
 
     specs = _load_specs(args.specs, args.specs_dir)
@@ -203,7 +203,7 @@ def _cmd_run(args) -> int:
     status = _sweep(args, args.preset)
     if args.dry_run:
         return status
-    from .report import build_report   # lazy: sweeping needs no pandas/seaborn import
+    from .report.build import build_report   # lazy: sweeping needs no pandas/seaborn import
 
     for p in build_report(Path(args.results)):
         print(p)
@@ -211,8 +211,8 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from .readme_results import update_readme
-    from .report import build_report
+    from .report.readme import update_readme
+    from .report.build import build_report
 
     if not Path(args.results_dir).is_dir():
         raise CLIError(f"results folder {args.results_dir!r} does not exist")
@@ -227,10 +227,10 @@ def _cmd_report(args) -> int:
 
 def _cmd_compare(args) -> int:
     try:
-        from .compare import compare
+        from .report.compare import compare
     except ModuleNotFoundError as e:
         if e.name and e.name.startswith("tbptt_bench"):
-            raise CLIError("the compare module (tbptt_bench.compare) is not available in this installation") from None
+            raise CLIError("the compare module (tbptt_bench.report.compare) is not available in this installation") from None
         raise
     for d in args.dirs:
         if not Path(d).is_dir():
@@ -321,6 +321,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _is_input_error(e: Exception) -> bool:
     """The project's own ValueError subclasses (and the missing-ray BackendError) are bad input."""
-    from .sweep import BackendError
+    from .runs.sweep import BackendError
 
     return isinstance(e, BackendError) or (isinstance(e, ValueError) and type(e).__module__.startswith("tbptt_bench"))

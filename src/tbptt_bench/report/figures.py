@@ -21,7 +21,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from . import styles as S
+from .. import styles as S
 from .tables import LOSS_UNITS, STYLE_ORDER, fmt_lr, model_groups, references
 
 __all__ = ["save", "learning_curves_figure", "quality_cost_figure", "truncation_patterns_figure",

@@ -49,7 +49,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from .styles import StyleError, parse_style
+from ..styles import StyleError, parse_style
 
 if sys.version_info >= (3, 11):
     import tomllib

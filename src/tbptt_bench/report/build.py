@@ -12,7 +12,7 @@ Reads ``<results>/<device_tag>/<sweep>/<run_id>/`` through ``store.load_runs``, 
 
 Same records give byte-identical tables and SVGs. Files a previous report wrote and this one did
 not (listed in ``tables/manifest.json``) are removed. Incomplete or unreadable run folders are left
-out with one warning line each (logger ``tbptt_bench.report``). Torch is never imported.
+out with one warning line each (logger ``tbptt_bench.report.build``). Torch is never imported.
 
 >>> import tempfile, pathlib
 >>> paths = build_report(tempfile.mkdtemp(), figures=False)
@@ -29,11 +29,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import store, tables
+from ..runs import store
+
+from . import tables
 
 __all__ = ["build_report", "ReportError"]
 
-log = logging.getLogger("tbptt_bench.report")
+log = logging.getLogger("tbptt_bench.report.build")
 
 
 class ReportError(ValueError):

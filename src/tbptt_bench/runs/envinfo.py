@@ -117,7 +117,7 @@ def _package_version() -> str:
         from importlib.metadata import PackageNotFoundError, version
         return version("tbptt-bench")
     except PackageNotFoundError:
-        from . import __version__
+        from .. import __version__
         return __version__
 
 

@@ -9,7 +9,7 @@ need no shared disk. Sweeps may share a results folder: a driver claims each run
 (``store.claim_run``) before starting it, so no run trains twice at once or is written half by
 two sweeps.
 
->>> from tbptt_bench.spec import load_spec
+>>> from tbptt_bench.runs.spec import load_spec
 >>> runs = plan([load_spec("tasks/echo.toml")], "smoke", "cpu-test", "/tmp/none")  # doctest: +SKIP
 >>> summary = execute(runs, "/tmp/none", "cpu", jobs=2)                            # doctest: +SKIP
 
@@ -235,7 +235,7 @@ def _report_line(tqdm, quiet: bool, i: int, n: int, run_id: str, summary: dict |
 # -- local backend: a fresh forked process per run ----------------------------------------------
 # Imported once by the forkserver, so a fresh worker starts in ~50 ms. torch._dynamo matters:
 # the first optimizer built imports it lazily, which cost several seconds per run.
-_PRELOAD = ["torch", "torch._dynamo", "tbptt_bench.harness", "tbptt_bench.engine", "tbptt_bench.models",
+_PRELOAD = ["torch", "torch._dynamo", "tbptt_bench.runs.harness", "tbptt_bench.engine.train", "tbptt_bench.models",
             "tbptt_bench.tasks"]
 
 

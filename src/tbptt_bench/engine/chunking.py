@@ -21,7 +21,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from .styles import RandomTruncation, Style
+from ..styles import RandomTruncation, Style
 
 __all__ = ["ChunkPlan", "plan_chunks", "needs_stored_history"]
 

@@ -5,7 +5,7 @@
 to the driver; ``execute_run(config, results_root, device)`` also writes them (``write_record``:
 a temp folder swapped into place, so a folder never looks complete while it mixes two runs).
 
->>> from tbptt_bench.spec import Budget, RunConfig
+>>> from tbptt_bench.runs.spec import Budget, RunConfig
 >>> cfg = RunConfig(task="echo", task_params={}, cell="tanh", hidden_size=4, optimizer="adagrad",
 ...                 lr=0.1, clip=None, style="tf_style(5)", seed=0, sweep="smoke",
 ...                 budget=Budget(epochs=1, batch=4, row_len=40, val_batch=4, val_len=40,
@@ -39,7 +39,7 @@ from typing import Any, Callable
 
 from . import envinfo, store
 from .spec import OPTIMIZERS, RunConfig
-from .styles import parse_style
+from ..styles import parse_style
 
 __all__ = ["HarnessError", "RunRecord", "check_config", "base_config", "failed_record", "run_record", "execute_run",
            "write_record", "run_dir_for"]
@@ -69,8 +69,8 @@ class _Diverged(Exception):
 
 def check_config(config: RunConfig) -> Any:
     """Build the task (cheap, no streams) and check the cell; return the task. ``HarnessError`` if bad."""
-    from .models import MODELS
-    from .tasks import make_task
+    from ..models import MODELS
+    from ..tasks import make_task
 
     try:
         task = make_task(config.task, **dict(config.task_params))
@@ -110,7 +110,7 @@ def _saved_bytes_probe(model, stream, style, config: RunConfig, loss: str) -> in
     """
     import torch
 
-    from .engine import train_stream
+    from ..engine.train import train_stream
 
     k1, k2 = style.k1, style.k2
     steps = config.budget.row_len if k1 is None or k2 is None else min(config.budget.row_len, 2 * (k1 + k2))
@@ -125,7 +125,7 @@ def _saved_bytes_probe(model, stream, style, config: RunConfig, loss: str) -> in
 def base_config(config: RunConfig, device: str) -> dict[str, Any]:
     """``config.json`` as far as it is known without building the task (references come later)."""
     try:
-        from .tasks import TASKS
+        from ..tasks import TASKS
         loss = getattr(TASKS.get(config.task), "loss", None)
     except ImportError:
         loss = None
@@ -154,8 +154,8 @@ def run_record(config: RunConfig, device: str, progress: Progress | None = None)
     """
     import torch
 
-    from .engine import evaluate_stream, train_stream
-    from .models import make_model
+    from ..engine.train import evaluate_stream, train_stream
+    from ..models import make_model
 
     env = envinfo.collect(device)
     b = config.budget

@@ -27,15 +27,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .autograd_path import AutogradPath
+from .paths.autograd import AutogradPath
 from .chunking import needs_stored_history, plan_chunks
 from .clipping import clip_by_global_norm_
-from .elman_path import ElmanPath
-from .graphed_elman import FUSED_MIN_STEPS, GraphedElman, cuda_graphs_enabled, graph_safe_optimizer
+from .paths.manual_elman import ElmanPath
+from .paths.static_elman import FUSED_MIN_STEPS, GraphedElman, cuda_graphs_enabled, graph_safe_optimizer
 from .losses import LOSSES, per_step_elements
-from .models import ElmanRNN, RecurrentModel, State, map_state
+from ..models import ElmanRNN, RecurrentModel, State, map_state
 from .saved_memory import SavedTensorMeter
-from .styles import TBPTT, RandomTruncation, Style
+from ..styles import TBPTT, RandomTruncation, Style
 
 __all__ = ["LOSSES", "PATHS", "EngineError", "TrainResult", "UpdateRecord", "evaluate_stream", "train_stream"]
 

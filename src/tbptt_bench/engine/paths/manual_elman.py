@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .chunking import ChunkPlan
-from .losses import LOSS_GRADS, LOSSES
-from .models import ElmanRNN
-from .xi import draw_window_xi
+from ..chunking import ChunkPlan
+from ..losses import LOSS_GRADS, LOSSES
+from ...models import ElmanRNN
+from ..xi import draw_window_xi
 
 __all__ = ["ElmanPath"]
 

@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import store
+from ..runs import store
 from .tables import csv_text, fmt_lr, md_table, plain
 
 __all__ = ["compare", "CompareError", "Source", "run_timings", "benchmark_timings"]
 
-log = logging.getLogger("tbptt_bench.compare")
+log = logging.getLogger("tbptt_bench.report.compare")
 MiB = 1024.0 * 1024.0
 KEY = ("task", "sweep", "cell", "hidden_size", "optimizer", "style_spec", "lr")
 

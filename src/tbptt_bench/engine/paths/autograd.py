@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .chunking import ChunkPlan
-from .losses import LOSSES
-from .models import RecurrentModel, State, map_state
-from .xi import draw_window_xi
+from ..chunking import ChunkPlan
+from ..losses import LOSSES
+from ...models import RecurrentModel, State, map_state
+from ..xi import draw_window_xi
 
 __all__ = ["AutogradPath"]
 

@@ -34,9 +34,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .clipping import clip_by_global_norm_
-from .losses import LOSS_GRADS, LOSSES
-from .models import ElmanRNN
+from ..clipping import clip_by_global_norm_
+from ..losses import LOSS_GRADS, LOSSES
+from ...models import ElmanRNN
 
 __all__ = ["FUSED_MIN_STEPS", "WARMUP_UPDATES", "GraphedElman", "cuda_graphs_enabled", "fused_forward_enabled",
            "graph_safe_optimizer"]
