@@ -16,22 +16,23 @@ from __future__ import annotations
 import copy
 import gc
 import random
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import torch
 
 from tbptt_bench import baselines
 from tbptt_bench.engine import train_stream
-from tbptt_bench.runs.envinfo import synchronize
-from tbptt_bench.models import ElmanRNN
 from tbptt_bench.engine.saved_memory import SavedTensorMeter
+from tbptt_bench.models import ElmanRNN
+from tbptt_bench.runs.envinfo import synchronize
 from tbptt_bench.styles import Style, parse_style
 
-D = Q = 8        #: input and output width of every case (mse loss)
-LR = 1e-3        #: SGD learning rate: small, so no run diverges whatever its style
+D = Q = 8  #: input and output width of every case (mse loss)
+LR = 1e-3  #: SGD learning rate: small, so no run diverges whatever its style
 SEED = 0
 
 
@@ -55,8 +56,15 @@ SIZES: dict[str, Size] = {
 }
 
 #: The styles benchmarked (spec strings; parse_style reads them).
-STYLES: tuple[str, ...] = ("full()", "tf_style(16)", "tf_style(64)", "williams_peng(16)", "overlapping(8, 16)",
-                           "one_step(16)", "random(0.0625)")
+STYLES: tuple[str, ...] = (
+    "full()",
+    "tf_style(16)",
+    "tf_style(64)",
+    "williams_peng(16)",
+    "overlapping(8, 16)",
+    "one_step(16)",
+    "random(0.0625)",
+)
 
 
 @dataclass(frozen=True)
@@ -65,7 +73,9 @@ class Impl:
 
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
-    semantics: str = "exact"   #: exact | exact when k divides T | exact for update(s) ... only | approximate: ...
+    semantics: str = (
+        "exact"  #: exact | exact when k divides T | exact for update(s) ... only | approximate: ...
+    )
 
     @property
     def is_engine(self) -> bool:
@@ -75,16 +85,31 @@ class Impl:
 ENGINE = Impl("engine")
 IMPLS: dict[str, list[Impl]] = {
     "full()": [ENGINE, Impl("chunked_rnn", {"k": None}), Impl("rnncell_loop", {"k": None})],
-    "tf_style(16)": [ENGINE, Impl("chunked_rnn", {"k": 16}, "exact when k divides T"),
-                     Impl("rnncell_loop", {"k": 16}, "exact when k divides T")],
-    "tf_style(64)": [ENGINE, Impl("chunked_rnn", {"k": 64}, "exact when k divides T"),
-                     Impl("rnncell_loop", {"k": 64}, "exact when k divides T")],
-    "williams_peng(16)": [ENGINE, Impl("retain_graph_k1k2", {"k1": 1, "k2": 16}, "exact for updates 1-2 only"),
-                          Impl("rerun_window", {"n": 16}, "exact for update 1 only")],
-    "overlapping(8, 16)": [ENGINE, Impl("retain_graph_k1k2", {"k1": 8, "k2": 16}, "approximate: last loss only")],
-    "one_step(16)": [ENGINE, Impl("chunked_rnn", {"k": 16, "k2": 1}, "exact when k divides T"),
-                     Impl("rnncell_loop", {"k": 16, "k2": 1}, "exact when k divides T"),
-                     Impl("retain_graph_k1k2", {"k1": 16, "k2": 1}, "approximate: last loss only")],
+    "tf_style(16)": [
+        ENGINE,
+        Impl("chunked_rnn", {"k": 16}, "exact when k divides T"),
+        Impl("rnncell_loop", {"k": 16}, "exact when k divides T"),
+    ],
+    "tf_style(64)": [
+        ENGINE,
+        Impl("chunked_rnn", {"k": 64}, "exact when k divides T"),
+        Impl("rnncell_loop", {"k": 64}, "exact when k divides T"),
+    ],
+    "williams_peng(16)": [
+        ENGINE,
+        Impl("retain_graph_k1k2", {"k1": 1, "k2": 16}, "exact for updates 1-2 only"),
+        Impl("rerun_window", {"n": 16}, "exact for update 1 only"),
+    ],
+    "overlapping(8, 16)": [
+        ENGINE,
+        Impl("retain_graph_k1k2", {"k1": 8, "k2": 16}, "approximate: last loss only"),
+    ],
+    "one_step(16)": [
+        ENGINE,
+        Impl("chunked_rnn", {"k": 16, "k2": 1}, "exact when k divides T"),
+        Impl("rnncell_loop", {"k": 16, "k2": 1}, "exact when k divides T"),
+        Impl("retain_graph_k1k2", {"k1": 16, "k2": 1}, "approximate: last loss only"),
+    ],
     "random(0.0625)": [ENGINE, Impl("rnncell_loop", {"k": None, "pi": 0.0625}, "exact in distribution")],
 }
 
@@ -114,7 +139,9 @@ def make_case(size: Size, device: str) -> Case:
 def device_or_skip(device: str) -> str:
     """``device`` when it is present here; otherwise skip the test, saying why."""
     if device == "cuda" and not torch.cuda.is_available():
-        pytest.skip(f"cuda: not available here (torch {torch.__version__}, built with CUDA {torch.version.cuda})")
+        pytest.skip(
+            f"cuda: not available here (torch {torch.__version__}, built with CUDA {torch.version.cuda})"
+        )
     if device == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
@@ -136,10 +163,17 @@ def prepare(case: Case, style_spec: str, impl: Impl, measure_memory: bool = Fals
         gen = torch.Generator().manual_seed(SEED)
 
         def run() -> dict:
-            result = train_stream(model, case.x, case.y, style, opt, "mse", generator=gen, measure_memory=measure_memory)
+            result = train_stream(
+                model, case.x, case.y, style, opt, "mse", generator=gen, measure_memory=measure_memory
+            )
             synchronize(case.device)
-            return {"updates": len(result.records), "path": result.path, "saved_bytes_peak": result.saved_bytes_peak,
-                    "fallback_reason": result.fallback_reason}
+            return {
+                "updates": len(result.records),
+                "path": result.path,
+                "saved_bytes_peak": result.saved_bytes_peak,
+                "fallback_reason": result.fallback_reason,
+            }
+
         return run
 
     net = baselines.torch_elman(model)
@@ -154,8 +188,13 @@ def prepare(case: Case, style_spec: str, impl: Impl, measure_memory: bool = Fals
         with meter if meter else nullcontext():
             losses = fn(net, case.x, case.y, opt, "mse", **kwargs)
         synchronize(case.device)
-        return {"updates": len(losses), "path": impl.name, "saved_bytes_peak": meter.peak_bytes if meter else None,
-                "fallback_reason": None}
+        return {
+            "updates": len(losses),
+            "path": impl.name,
+            "saved_bytes_peak": meter.peak_bytes if meter else None,
+            "fallback_reason": None,
+        }
+
     return run
 
 

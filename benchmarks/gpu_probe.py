@@ -29,7 +29,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cases import IMPLS, SIZES, Impl, make_case, prepare
-
 from tbptt_bench.engine import train_stream
 from tbptt_bench.styles import parse_style
 
@@ -56,15 +55,19 @@ def check_graph_equals_eager(forward: str) -> list[dict]:
             try:
                 r = train_stream(model, case.x, case.y, parse_style(spec), opt, "mse", path=path)
                 out[path] = (model, r)
-            except (RuntimeError, ValueError) as err:   # report, never stop the probe
+            except (RuntimeError, ValueError) as err:  # report, never stop the probe
                 out[path] = (None, f"{type(err).__name__}: {err}".splitlines()[0])
         row = {"style": spec, "forward": forward}
         if all(m is not None for m, _ in out.values()):
             (m1, r1), (m2, r2) = out["static-elman"], out["cuda-graph-elman"]
             row["path"] = r2.path
             row["fallback_reason"] = r2.fallback_reason
-            row["max_param_diff"] = max(float((p - q).detach().abs().max()) for p, q in zip(m1.parameters(), m2.parameters()))
-            row["max_loss_rel_diff"] = max(abs(a.loss - b.loss) / max(abs(a.loss), 1e-30) for a, b in zip(r1.records, r2.records))
+            row["max_param_diff"] = max(
+                float((p - q).detach().abs().max()) for p, q in zip(m1.parameters(), m2.parameters())
+            )
+            row["max_loss_rel_diff"] = max(
+                abs(a.loss - b.loss) / max(abs(a.loss), 1e-30) for a, b in zip(r1.records, r2.records)
+            )
         else:
             row["error"] = [r for m, r in out.values() if m is None]
         rows.append(row)
@@ -81,7 +84,13 @@ def time_engine(forward: str) -> list[dict]:
         times = [_timed_pass(prepare(case, spec, Impl("engine"))) for _ in range(4)]
         path = prepare(case, spec, Impl("engine"))()["path"]
         med = statistics.median(times[1:])
-        row = {"forward": forward, "style": spec, "median_s": med, "timesteps_per_s": case.T / med, "path": path}
+        row = {
+            "forward": forward,
+            "style": spec,
+            "median_s": med,
+            "timesteps_per_s": case.T / med,
+            "path": path,
+        }
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
@@ -95,8 +104,10 @@ def choose(reports: list[Path]) -> str:
             rep = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        ok = all("error" not in c and c["path"].startswith("cuda-graph-elman") and c["max_param_diff"] < 1e-4
-                 for c in rep["checks"]) and all(t["path"].startswith("cuda-graph-elman") for t in rep["timings"])
+        ok = all(
+            "error" not in c and c["path"].startswith("cuda-graph-elman") and c["max_param_diff"] < 1e-4
+            for c in rep["checks"]
+        ) and all(t["path"].startswith("cuda-graph-elman") for t in rep["timings"])
         total = sum(t["median_s"] for t in rep["timings"])
         if ok and total < best_total:
             best, best_total = rep["forward"], total
@@ -109,16 +120,22 @@ def profile(path: Path) -> None:
 
     case = make_case(SIZES["large"], "cuda")
     lines = []
-    for spec, baseline in (("tf_style(16)", "chunked_rnn"), ("tf_style(64)", "chunked_rnn"),
-                           ("williams_peng(16)", "rerun_window"), ("full()", "chunked_rnn")):
+    for spec, baseline in (
+        ("tf_style(16)", "chunked_rnn"),
+        ("tf_style(64)", "chunked_rnn"),
+        ("williams_peng(16)", "rerun_window"),
+        ("full()", "chunked_rnn"),
+    ):
         for impl in [i for i in IMPLS[spec] if i.name in ("engine", baseline)]:
             run = prepare(case, spec, impl)
-            run()                                     # warm
+            run()  # warm
             run = prepare(case, spec, impl)
             torch.cuda.synchronize()
             with tprofile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
                 wall = _timed_pass(run)
-            table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=60)
+            table = prof.key_averages().table(
+                sort_by="cuda_time_total", row_limit=12, max_name_column_width=60
+            )
             head = f"== {spec} | {impl.name} | large (B={case.size.B}, H={case.size.H}, T={case.T}) | wall {wall * 1e3:.1f} ms (profiled)"
             lines += [head, table, ""]
             print(head, flush=True)
@@ -127,7 +144,9 @@ def profile(path: Path) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--forward", choices=("fused", "loop"), help="check and time the graphed engine with this forward")
+    ap.add_argument(
+        "--forward", choices=("fused", "loop"), help="check and time the graphed engine with this forward"
+    )
     ap.add_argument("--out", type=Path, help="JSON report of --forward's checks and timings")
     ap.add_argument("--profile", type=Path, help="write torch.profiler's top kernels here")
     ap.add_argument("--choose", type=Path, nargs="+", help="print the best forward among these reports")
@@ -141,10 +160,15 @@ def main() -> int:
     if args.forward:
         os.environ["TBPTT_BENCH_GRAPH_FORWARD"] = args.forward
     if args.forward and args.out:
-        report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "cuda": torch.version.cuda,
-                  "cudnn": torch.backends.cudnn.version(), "forward": args.forward}
+        report = {
+            "device": torch.cuda.get_device_name(),
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(),
+            "forward": args.forward,
+        }
         report["checks"] = check_graph_equals_eager(args.forward)
-        args.out.write_text(json.dumps(report, indent=1))          # written before the timings can fail
+        args.out.write_text(json.dumps(report, indent=1))  # written before the timings can fail
         report["timings"] = time_engine(args.forward)
         args.out.write_text(json.dumps(report, indent=1))
     if args.profile is not None:

@@ -48,38 +48,63 @@ def ratio_rows(docs: list[dict]) -> list[dict]:
         for b in doc.get("benchmarks", []):
             p, extra = {**(b.get("params") or {}), **(b.get("extra_info") or {})}, b.get("extra_info") or {}
             key = (p.get("style"), p.get("device"), p.get("size"))
-            g = groups.setdefault(key, {"device_name": extra.get("device_name"), "engine": None, "baselines": []})
+            g = groups.setdefault(
+                key, {"device_name": extra.get("device_name"), "engine": None, "baselines": []}
+            )
             tps, fastest = _tps(b), (b.get("stats") or {}).get("min")
             if p.get("impl") == "engine":
-                g["engine"], g["engine_min"], g["interleaved"] = tps, fastest, extra.get("interleaved_ratios") or {}
+                g["engine"], g["engine_min"], g["interleaved"] = (
+                    tps,
+                    fastest,
+                    extra.get("interleaved_ratios") or {},
+                )
             elif tps is not None:
                 g["baselines"].append((tps, p.get("impl"), extra.get("semantics"), fastest))
     rows = []
     for (style, device, size), g in groups.items():
         best = max(g["baselines"], key=lambda t: t[0]) if g["baselines"] else (None, None, None, None)
         engine, base, engine_min, base_min = g["engine"], best[0], g.get("engine_min"), best[3]
-        rows.append({"style": style, "device": device, "device_name": g["device_name"], "size": size,
-                     "engine_tps": engine, "baseline": best[1], "semantics": best[2], "baseline_tps": base,
-                     "ratio": engine / base if engine and base else None,
-                     "ratio_fastest": base_min / engine_min if engine_min and base_min else None,
-                     "ratio_interleaved": (g.get("interleaved") or {}).get(best[1], {}).get("median_ratio")})
+        rows.append(
+            {
+                "style": style,
+                "device": device,
+                "device_name": g["device_name"],
+                "size": size,
+                "engine_tps": engine,
+                "baseline": best[1],
+                "semantics": best[2],
+                "baseline_tps": base,
+                "ratio": engine / base if engine and base else None,
+                "ratio_fastest": base_min / engine_min if engine_min and base_min else None,
+                "ratio_interleaved": (g.get("interleaved") or {}).get(best[1], {}).get("median_ratio"),
+            }
+        )
     return rows
 
 
 def markdown(rows: list[dict]) -> str:
     """The rows as a Markdown table (numbers rounded for reading; '–' where absent)."""
+
     def num(v: float | None, fmt: str) -> str:
         return "–" if v is None else format(v, fmt)
 
-    out = ["| style | device | size | engine timesteps/s | best baseline | baseline timesteps/s | ratio (engine/baseline) "
-           "| ratio of fastest rounds | interleaved ratio |",
-           "|---|---|---|---:|---|---:|---:|---:|---:|"]
+    out = [
+        "| style | device | size | engine timesteps/s | best baseline | baseline timesteps/s | ratio (engine/baseline) "
+        "| ratio of fastest rounds | interleaved ratio |",
+        "|---|---|---|---:|---|---:|---:|---:|---:|",
+    ]
     for r in rows:
         device = f"{r['device']} ({r['device_name']})" if r["device_name"] else str(r["device"])
-        base = "–" if r["baseline"] is None else r["baseline"] + (f" ({r['semantics']})" if r["semantics"] else "")
-        out.append(f"| {r['style']} | {device} | {r['size']} | {num(r['engine_tps'], ',.0f')} | {base} | "
-                   f"{num(r['baseline_tps'], ',.0f')} | {num(r['ratio'], '.2f')} | {num(r['ratio_fastest'], '.2f')} | "
-                   f"{num(r.get('ratio_interleaved'), '.2f')} |")
+        base = (
+            "–"
+            if r["baseline"] is None
+            else r["baseline"] + (f" ({r['semantics']})" if r["semantics"] else "")
+        )
+        out.append(
+            f"| {r['style']} | {device} | {r['size']} | {num(r['engine_tps'], ',.0f')} | {base} | "
+            f"{num(r['baseline_tps'], ',.0f')} | {num(r['ratio'], '.2f')} | {num(r['ratio_fastest'], '.2f')} | "
+            f"{num(r.get('ratio_interleaved'), '.2f')} |"
+        )
     return "\n".join(out) + "\n"
 
 

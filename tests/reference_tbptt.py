@@ -28,14 +28,15 @@ Nothing here is shared with the engine or with ``styles.py``: update times are c
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Union
+from typing import Union
 
 import torch
 from torch import Tensor
 
 State = Union[Tensor, tuple]
-XiFn = Callable[[int, int], Union[float, Tensor]]
+XiFn = Callable[[int, int], float | Tensor]
 
 
 def update_times(T: int, k1: int) -> list[int]:
@@ -100,9 +101,20 @@ def _step_loss_sum(o: Tensor, y: Tensor, loss: str) -> Tensor:
     raise ValueError(f"loss={loss!r} is not allowed: use 'mse' or 'ce'")
 
 
-def reference_train(model, x: Tensor, y: Tensor, k1: Optional[int], k2: Optional[int], *, lr: float,
-                    loss: str = "mse", clip: Optional[float] = None, h0: Optional[State] = None,
-                    xi: Optional[XiFn] = None, history_params: str = "of_their_time") -> RefResult:
+def reference_train(
+    model,
+    x: Tensor,
+    y: Tensor,
+    k1: int | None,
+    k2: int | None,
+    *,
+    lr: float,
+    loss: str = "mse",
+    clip: float | None = None,
+    h0: State | None = None,
+    xi: XiFn | None = None,
+    history_params: str = "of_their_time",
+) -> RefResult:
     """Train a copy of ``model``'s parameters on one stream batch with TBPTT(k1, k2) and plain SGD.
 
     ``model`` is only used for its ``cell``/``features``/``readout``/``init_state`` and initial
@@ -162,7 +174,7 @@ def reference_train(model, x: Tensor, y: Tensor, k1: Optional[int], k2: Optional
         flat = [leaves[j][n] for j in sorted(leaves) for n in names]
         grads = torch.autograd.grad(objective, flat, allow_unused=True)
         g = {n: torch.zeros_like(params[n]) for n in names}
-        for (j_n, gr) in zip([(j, n) for j in sorted(leaves) for n in names], grads):
+        for j_n, gr in zip([(j, n) for j in sorted(leaves) for n in names], grads):
             if gr is not None:
                 g[j_n[1]] = g[j_n[1]] + gr
         norm = math.sqrt(sum(float((v * v).sum()) for v in g.values()))
@@ -171,8 +183,17 @@ def reference_train(model, x: Tensor, y: Tensor, k1: Optional[int], k2: Optional
             scale = min(1.0, clip / norm)
         applied = {n: v * scale for n, v in g.items()}
         params = {n: params[n] - lr * applied[n] for n in names}
-        out.updates.append(RefUpdate(t=t, window_start=start, loss=float(objective.detach()), grad_norm=norm,
-                                     clipped=scale < 1.0, grad=g, applied=applied))
+        out.updates.append(
+            RefUpdate(
+                t=t,
+                window_start=start,
+                loss=float(objective.detach()),
+                grad_norm=norm,
+                clipped=scale < 1.0,
+                grad=g,
+                applied=applied,
+            )
+        )
         prev = t
     out.params = params
     out.states = states
@@ -181,8 +202,10 @@ def reference_train(model, x: Tensor, y: Tensor, k1: Optional[int], k2: Optional
 
 # -- small helpers the oracle tests share (not part of the reference itself) -------------------
 
-def make_case(cell: str, loss: str, T: int, *, B: int = 3, D: int = 2, H: int = 4, Q: int = 2,
-              seed: int = 0, **model_kw):
+
+def make_case(
+    cell: str, loss: str, T: int, *, B: int = 3, D: int = 2, H: int = 4, Q: int = 2, seed: int = 0, **model_kw
+):
     """A float64 model and one batch of streams: x (T, B, D); y (T, B, Q) for mse, (T, B) int64 for ce.
 
     >>> m, x, y = make_case("gru", "ce", 5)
@@ -212,8 +235,9 @@ class RecordingSGD(torch.optim.SGD):
 
     @torch.no_grad()
     def step(self, closure=None):
-        self.applied.append({n: (torch.zeros_like(p) if p.grad is None else p.grad.detach().clone())
-                             for n, p in self._names})
+        self.applied.append(
+            {n: (torch.zeros_like(p) if p.grad is None else p.grad.detach().clone()) for n, p in self._names}
+        )
         return super().step(closure)
 
 

@@ -11,11 +11,21 @@ import random
 import pytest
 import torch
 
-from tbptt_bench.baselines import (BASELINES, ENGINE_NAMES, BaselineError, TorchElman, chunked_rnn, rerun_window,
-                                   retain_graph_k1k2, rnncell_loop, torch_elman)
+from tbptt_bench.baselines import (
+    BASELINES,
+    ENGINE_NAMES,
+    BaselineError,
+    TorchElman,
+    chunked_rnn,
+    rerun_window,
+    retain_graph_k1k2,
+    rnncell_loop,
+    torch_elman,
+)
 from tbptt_bench.engine import train_stream
 from tbptt_bench.models import ElmanRNN
-from tbptt_bench.styles import TBPTT, Style, full, one_step, random as random_style, tf_style, williams_peng
+from tbptt_bench.styles import TBPTT, Style, full, one_step, tf_style, williams_peng
+from tbptt_bench.styles import random as random_style
 
 D, H, Q, B = 2, 3, 2, 2
 
@@ -30,17 +40,23 @@ class Recorder(torch.optim.SGD):
 
     def step(self, closure=None):
         ps = self.param_groups[0]["params"]
-        self.grads.append({n: (torch.zeros_like(p) if p.grad is None else p.grad.clone()) for n, p in zip(self.names, ps)})
+        self.grads.append(
+            {n: (torch.zeros_like(p) if p.grad is None else p.grad.clone()) for n, p in zip(self.names, ps)}
+        )
         return super().step(closure)
 
 
 def case(T: int, seed: int = 0, loss: str = "mse"):
     g = torch.Generator().manual_seed(seed)
     model = ElmanRNN(D, H, Q, generator=g).double()
-    with torch.no_grad():   # larger recurrent weights, so truncation depth shows in the gradients
+    with torch.no_grad():  # larger recurrent weights, so truncation depth shows in the gradients
         model.W_hh.mul_(3.0)
     x = torch.randn(T, B, D, generator=g, dtype=torch.float64)
-    y = torch.randn(T, B, Q, generator=g, dtype=torch.float64) if loss == "mse" else torch.randint(0, Q, (T, B), generator=g)
+    y = (
+        torch.randn(T, B, Q, generator=g, dtype=torch.float64)
+        if loss == "mse"
+        else torch.randint(0, Q, (T, B), generator=g)
+    )
     return model, x, y
 
 
@@ -105,9 +121,9 @@ def test_chunked_baselines_equal_the_engine_on_every_update(impl, style, kw):
     e_loss, e_grads, e_params = run_engine(model, x, y, style)
     b_loss, b_grads, b_params = run_baseline(impl, case(T=8)[0], x, y, **kw)
     assert len(b_grads) == len(e_grads) == len(style.update_times(8))
-    assert_same(b_grads[0], e_grads[0])          # the first update's gradient ...
+    assert_same(b_grads[0], e_grads[0])  # the first update's gradient ...
     assert b_loss == pytest.approx(e_loss, abs=1e-12)
-    assert_same(b_params, e_params)               # ... and every later one
+    assert_same(b_params, e_params)  # ... and every later one
 
 
 @pytest.mark.parametrize("impl", [chunked_rnn, rnncell_loop], ids=lambda f: f.__name__)
@@ -133,7 +149,9 @@ def test_chunked_baselines_cut_the_last_short_window_unlike_spec(impl):
 
 def test_rnncell_loop_with_pi_one_is_full_bptt():
     model, x, y = case(T=6)
-    _, e_grads, e_params = run_engine(model, x, y, random_style(1.0), generator=torch.Generator().manual_seed(0))
+    _, e_grads, e_params = run_engine(
+        model, x, y, random_style(1.0), generator=torch.Generator().manual_seed(0)
+    )
     _, b_grads, b_params = run_baseline(rnncell_loop, case(T=6)[0], x, y, pi=1.0)
     assert_same(b_grads[0], e_grads[0])
     assert_same(b_params, e_params)
@@ -163,7 +181,7 @@ def test_retain_graph_first_update_equals_williams_peng():
     _, e_grads, _ = run_engine(model, x, y, williams_peng(3))
     _, b_grads, _ = run_baseline(retain_graph_k1k2, case(T=6)[0], x, y, k1=1, k2=3)
     assert_same(b_grads[0], e_grads[0])
-    assert_same(b_grads[1], e_grads[1])   # the walk back has reached one state only: still exact
+    assert_same(b_grads[1], e_grads[1])  # the walk back has reached one state only: still exact
 
 
 def test_retain_graph_reuses_accumulated_state_grads_from_the_third_update():
@@ -174,7 +192,9 @@ def test_retain_graph_reuses_accumulated_state_grads_from_the_third_update():
     e_loss, e_grads, e_params = run_engine(model, x, y, williams_peng(3))
     _, b_grads, _ = run_baseline(retain_graph_k1k2, case(T=6)[0], x, y, k1=1, k2=3)
     assert max_diff(b_grads[2], e_grads[2]) > 1e-4
-    f_loss, f_grads, f_params = run_baseline(retain_graph_k1k2, case(T=6)[0], x, y, k1=1, k2=3, zero_state_grads=True)
+    f_loss, f_grads, f_params = run_baseline(
+        retain_graph_k1k2, case(T=6)[0], x, y, k1=1, k2=3, zero_state_grads=True
+    )
     assert all(max_diff(f, e) < 1e-10 for f, e in zip(f_grads, e_grads))
     assert f_loss == pytest.approx(e_loss, abs=1e-12)
     assert_same(f_params, e_params)
@@ -217,21 +237,28 @@ def test_rerun_window_of_one_step_equals_tbptt_1_1_throughout():
 
 # -- registry and bad input ------------------------------------------------------------------------
 def test_registry_names_every_baseline():
-    assert BASELINES == {"chunked_rnn": chunked_rnn, "rnncell_loop": rnncell_loop,
-                         "retain_graph_k1k2": retain_graph_k1k2, "rerun_window": rerun_window}
+    assert BASELINES == {
+        "chunked_rnn": chunked_rnn,
+        "rnncell_loop": rnncell_loop,
+        "retain_graph_k1k2": retain_graph_k1k2,
+        "rerun_window": rerun_window,
+    }
 
 
-@pytest.mark.parametrize("call,message", [
-    (lambda n, x, y, o: chunked_rnn(n, x, y, o, "mse", k=0), "k=0 is not allowed"),
-    (lambda n, x, y, o: chunked_rnn(n, x, y, o, "mse", k=2, k2=3), "k2=3 is not allowed"),
-    (lambda n, x, y, o: rnncell_loop(n, x, y, o, "mse", pi=0.0), "pi=0.0 is not allowed"),
-    (lambda n, x, y, o: retain_graph_k1k2(n, x, y, o, "mse", k1=None, k2=2), "k1=None is not allowed"),
-    (lambda n, x, y, o: rerun_window(n, x, y, o, "mse", n=True), "n=True is not allowed"),
-    (lambda n, x, y, o: chunked_rnn(n, x, y, o, "l1", k=2), "loss='l1' is not allowed"),
-    (lambda n, x, y, o: chunked_rnn(n, x[0], y, o, "mse", k=2), "x with shape (2, 2) is not allowed"),
-    (lambda n, x, y, o: chunked_rnn(n, x, y[:3], o, "mse", k=2), "y with shape (3, 2, 2) is not allowed"),
-    (lambda n, x, y, o: chunked_rnn(object(), x, y, o, "mse", k=2), "net=object is not allowed"),
-])
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        (lambda n, x, y, o: chunked_rnn(n, x, y, o, "mse", k=0), "k=0 is not allowed"),
+        (lambda n, x, y, o: chunked_rnn(n, x, y, o, "mse", k=2, k2=3), "k2=3 is not allowed"),
+        (lambda n, x, y, o: rnncell_loop(n, x, y, o, "mse", pi=0.0), "pi=0.0 is not allowed"),
+        (lambda n, x, y, o: retain_graph_k1k2(n, x, y, o, "mse", k1=None, k2=2), "k1=None is not allowed"),
+        (lambda n, x, y, o: rerun_window(n, x, y, o, "mse", n=True), "n=True is not allowed"),
+        (lambda n, x, y, o: chunked_rnn(n, x, y, o, "l1", k=2), "loss='l1' is not allowed"),
+        (lambda n, x, y, o: chunked_rnn(n, x[0], y, o, "mse", k=2), "x with shape (2, 2) is not allowed"),
+        (lambda n, x, y, o: chunked_rnn(n, x, y[:3], o, "mse", k=2), "y with shape (3, 2, 2) is not allowed"),
+        (lambda n, x, y, o: chunked_rnn(object(), x, y, o, "mse", k=2), "net=object is not allowed"),
+    ],
+)
 def test_bad_input_is_refused_with_a_clear_message(call, message):
     model, x, y = case(T=4)
     net = torch_elman(model)

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from tbptt_bench import cli
-
 from tbptt_bench.runs import store, sweep
 from tbptt_bench.runs.spec import load_specs, resolve
 
@@ -20,8 +19,14 @@ ENV = {**os.environ, "PYTHONWARNINGS": "error"}
 
 
 def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tbptt_bench", *args], cwd=cwd, env=ENV, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "tbptt_bench", *args],
+        cwd=cwd,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +66,10 @@ def test_dry_run_lists_the_plan_and_trains_nothing(smoke_results, tmp_path, caps
     assert len(out) == 5 and all(line.startswith("skip  complete") for line in out[:4])
     assert out[-1] == "4 runs: 0 would train, 4 complete (dry run: nothing trained)"
     fresh = tmp_path / "fresh"
-    assert cli.main(["sweep", "echo", "--preset", "smoke", "--results", str(fresh), "--dry-run", "--seeds", "2"]) == 0
+    assert (
+        cli.main(["sweep", "echo", "--preset", "smoke", "--results", str(fresh), "--dry-run", "--seeds", "2"])
+        == 0
+    )
     out = capsys.readouterr().out.splitlines()
     assert out[-1] == "8 runs: 8 would train, 0 complete (dry run: nothing trained)"
     assert all(line.startswith("train pending") for line in out[:-1])
@@ -73,7 +81,14 @@ def test_list_shows_tasks_styles_presets_and_devices(smoke_results, capsys):
     assert cli.main(["list", "--results", str(results)]) == 0
     out = capsys.readouterr().out
     assert "tasks (registry): echo, copy, adding, influence, language" in out
-    for name in ("full()", "williams_peng(n)", "one_step(k1)", "overlapping(k1, k2)", "tf_style(k)", "random(pi)"):
+    for name in (
+        "full()",
+        "williams_peng(n)",
+        "one_step(k1)",
+        "overlapping(k1, k2)",
+        "tf_style(k)",
+        "random(pi)",
+    ):
         assert f"  {name}\n" in out
     assert "sweep presets: smoke, quick, full" in out
     tag = sweep.local_device_tag("cpu")
@@ -81,16 +96,28 @@ def test_list_shows_tasks_styles_presets_and_devices(smoke_results, capsys):
 
 
 def test_report_and_compare_are_thin_wrappers(tmp_path, capsys, monkeypatch):
-    from tbptt_bench.report import compare, build as report
+    from tbptt_bench.report import build as report
+    from tbptt_bench.report import compare
+
     calls = []
-    monkeypatch.setattr(report, "build_report", lambda d: calls.append(("report", d)) or [d / "tables" / "index.md"])
-    monkeypatch.setattr(compare, "compare", lambda dirs, out: calls.append(("compare", dirs, out)) or [out / "x.md"])
+    monkeypatch.setattr(
+        report, "build_report", lambda d: calls.append(("report", d)) or [d / "tables" / "index.md"]
+    )
+    monkeypatch.setattr(
+        compare, "compare", lambda dirs, out: calls.append(("compare", dirs, out)) or [out / "x.md"]
+    )
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     assert cli.main(["report", str(tmp_path / "a")]) == 0
     assert cli.main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "c")]) == 0
-    assert calls == [("report", tmp_path / "a"), ("compare", [tmp_path / "a", tmp_path / "b"], tmp_path / "c")]
-    assert capsys.readouterr().out.split() == [str(tmp_path / "a" / "tables" / "index.md"), str(tmp_path / "c" / "x.md")]
+    assert calls == [
+        ("report", tmp_path / "a"),
+        ("compare", [tmp_path / "a", tmp_path / "b"], tmp_path / "c"),
+    ]
+    assert capsys.readouterr().out.split() == [
+        str(tmp_path / "a" / "tables" / "index.md"),
+        str(tmp_path / "c" / "x.md"),
+    ]
 
 
 # -- bad input: one line on stderr, exit 2, nothing trained or written ------------------------------
@@ -100,23 +127,50 @@ def _bad_cases(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
     broken = tmp_path / "broken.toml"
     broken.write_text((REPO / "tasks" / "echo.toml").read_text().replace("row_len = 5000", "row_lenn = 5000"))
     return {
-        "unknown task": (["sweep", "nope"], "unknown task 'nope': known task specs are adding, copy, echo, influence, language"),
-        "unknown style": (["sweep", "echo", "--style", "bogus(3)"], "style 'bogus' is not allowed: known presets are"),
-        "bad style args": (["sweep", "echo", "--style", "overlapping(5, 2)"], "overlapping windows need k1 < k2"),
+        "unknown task": (
+            ["sweep", "nope"],
+            "unknown task 'nope': known task specs are adding, copy, echo, influence, language",
+        ),
+        "unknown style": (
+            ["sweep", "echo", "--style", "bogus(3)"],
+            "style 'bogus' is not allowed: known presets are",
+        ),
+        "bad style args": (
+            ["sweep", "echo", "--style", "overlapping(5, 2)"],
+            "overlapping windows need k1 < k2",
+        ),
         "unknown preset": (["sweep", "--preset", "huge"], "argument --preset: invalid choice: 'huge'"),
         "unknown device": (["sweep", "--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
         "jobs 0": (["sweep", "--jobs", "0"], "argument --jobs: '0' is not allowed: use a positive integer"),
-        "seeds 0": (["sweep", "--seeds", "0"], "argument --seeds: '0' is not allowed: use a positive integer"),
+        "seeds 0": (
+            ["sweep", "--seeds", "0"],
+            "argument --seeds: '0' is not allowed: use a positive integer",
+        ),
         "unwritable results": (["sweep", "echo", "--results", str(blocker / "results")], "is not writable"),
-        "broken spec": (["sweep", str(broken)], f"{broken}: unknown key 'budget.row_lenn'; allowed in [budget]:"),
+        "broken spec": (
+            ["sweep", str(broken)],
+            f"{broken}: unknown key 'budget.row_lenn'; allowed in [budget]:",
+        ),
         "bad specs dir": (["sweep", "--specs-dir", str(tmp_path / "none")], "is not a folder"),
         "unknown command": (["train"], "argument COMMAND: invalid choice: 'train'"),
         "missing report dir": (["report", str(tmp_path / "none")], "does not exist"),
     }
 
 
-CASES = ["unknown task", "unknown style", "bad style args", "unknown preset", "unknown device", "jobs 0", "seeds 0",
-         "unwritable results", "broken spec", "bad specs dir", "unknown command", "missing report dir"]
+CASES = [
+    "unknown task",
+    "unknown style",
+    "bad style args",
+    "unknown preset",
+    "unknown device",
+    "jobs 0",
+    "seeds 0",
+    "unwritable results",
+    "broken spec",
+    "bad specs dir",
+    "unknown command",
+    "missing report dir",
+]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -148,7 +202,10 @@ def test_cuda_asked_for_but_absent(tmp_path, capsys):
 def test_missing_ray_is_a_one_line_error(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     assert cli.main(["sweep", "echo", "--backend", "ray", "--results", str(tmp_path / "r")]) == 2
-    assert capsys.readouterr().err == "tbptt-bench: error: the ray backend needs `pip install tbptt-bench[ray]`\n"
+    assert (
+        capsys.readouterr().err
+        == "tbptt-bench: error: the ray backend needs `pip install tbptt-bench[ray]`\n"
+    )
     assert not (tmp_path / "r").exists()
 
 
@@ -156,7 +213,8 @@ def test_errors_through_the_real_entry_point_have_no_traceback(tmp_path):
     proc = run_cli("sweep", "nope", "--results", str(tmp_path / "r"))
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.splitlines() == [
-        "tbptt-bench: error: unknown task 'nope': known task specs are adding, copy, echo, influence, language"]
+        "tbptt-bench: error: unknown task 'nope': known task specs are adding, copy, echo, influence, language"
+    ]
 
 
 def test_every_flag_has_help():

@@ -48,7 +48,9 @@ def planned_ids(tasks: list[str], seeds: int, styles: list[str] | None = None) -
 
 def trained_by(stdout: str) -> Counter:
     """run_id -> how often this sweep trained it (its per-run lines; "skipped" lines excluded)."""
-    return Counter(m.group(2) for line in stdout.splitlines() if (m := LINE.match(line)) and m.group(1) != "skipped")
+    return Counter(
+        m.group(2) for line in stdout.splitlines() if (m := LINE.match(line)) and m.group(1) != "skipped"
+    )
 
 
 def assert_folder_whole(results: Path, expected_ids: list[str]) -> None:
@@ -59,7 +61,12 @@ def assert_folder_whole(results: Path, expected_ids: list[str]) -> None:
     assert set(loaded.runs["status"]) == {"ok"}
     for run_dir in store.iter_run_dirs(results):
         assert sweep.run_problem(run_dir) is None, run_dir
-        assert sorted(p.name for p in run_dir.iterdir()) == ["config.json", "curve.csv", "env.json", "summary.json"]
+        assert sorted(p.name for p in run_dir.iterdir()) == [
+            "config.json",
+            "curve.csv",
+            "env.json",
+            "summary.json",
+        ]
     assert [p.name for p in results.rglob(".*")] == []  # no .tmp-/.old- folders, no .lock- files
 
 
@@ -92,8 +99,16 @@ def test_two_sweep_drivers_at_once_train_every_run_exactly_once(tmp_path):
 def test_two_cli_sweeps_at_once_train_every_run_exactly_once(tmp_path):
     results, go = tmp_path / "results", tmp_path / "go"
     argv = ["sweep", "echo", "adding", "--preset", "smoke", "--seeds", "2", "--results", str(results)]
-    procs = [subprocess.Popen([sys.executable, "-c", STARTER, str(go), *argv], cwd=REPO, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", STARTER, str(go), *argv],
+            cwd=REPO,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
     time.sleep(3.0)  # both import torch and the package, then wait on the go file
     go.write_text("go")
     outs = [p.communicate(timeout=300) for p in procs]
@@ -117,12 +132,22 @@ def test_a_claimed_run_waits_for_its_holder_then_is_skipped_or_taken_over(tmp_pa
     tmp = first.run_dir.parent / f".tmp-{first.run_dir.name}-{os.getpid()}"
     tmp.mkdir()
     # 2. Another process holds run 3, then dies without finishing it (SIGKILL: no clean-up at all).
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from tbptt_bench.runs import store;"
-                               f"c = store.claim_run({str(third.run_dir)!r}); print(c is not None, flush=True);"
-                               "time.sleep(600)"], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from tbptt_bench.runs import store;"
+            f"c = store.claim_run({str(third.run_dir)!r}); print(c is not None, flush=True);"
+            "time.sleep(600)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "True"
     result: dict = {}
-    worker = threading.Thread(target=lambda: result.update(counts=sweep.execute(runs, tmp_path, "cpu", quiet=True)))
+    worker = threading.Thread(
+        target=lambda: result.update(counts=sweep.execute(runs, tmp_path, "cpu", quiet=True))
+    )
     worker.start()
     try:
         deadline = time.monotonic() + 120
@@ -173,9 +198,13 @@ def test_concurrent_writers_of_one_run_leave_one_whole_record(tmp_path, monkeypa
     def write(i: int) -> None:
         try:
             for _ in range(20):
-                harness.write_record(run.run_dir, harness.RunRecord(rec.config, rec.env, rec.curve,
-                                                                    {**rec.summary, "eval_wall_s": float(i)}))
-        except BaseException as e:  # noqa: BLE001
+                harness.write_record(
+                    run.run_dir,
+                    harness.RunRecord(
+                        rec.config, rec.env, rec.curve, {**rec.summary, "eval_wall_s": float(i)}
+                    ),
+                )
+        except BaseException as e:
             errors.append(e)
 
     # threads share a pid, and so a temp folder name: give each its own by faking the pid
@@ -208,8 +237,13 @@ def test_ray_sweep_and_local_sweep_share_a_folder(tmp_path):
         argv = ["sweep", "echo", "--preset", "smoke", "--seeds", "2", "--results", str(results)]
         for s in styles:
             argv += ["--style", s]
-        local = subprocess.Popen([sys.executable, "-c", STARTER, str(go), *argv], cwd=REPO, text=True,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        local = subprocess.Popen(
+            [sys.executable, "-c", STARTER, str(go), *argv],
+            cwd=REPO,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         time.sleep(2.0)
         go.write_text("go")
         counts = sweep.execute(runs, results, "cpu", backend="ray", quiet=True)

@@ -34,7 +34,10 @@ def records(root: Path) -> dict[str, dict]:
         summary = json.loads((run / "summary.json").read_text())
         env = json.loads((run / "env.json").read_text())
         out[run.name] = {
-            "curve": [(r["split"], r["update"], r["timesteps"], r["loss"]) for r in store._read_curve(run / "curve.csv")],
+            "curve": [
+                (r["split"], r["update"], r["timesteps"], r["loss"])
+                for r in store._read_curve(run / "curve.csv")
+            ],
             "summary": {k: v for k, v in summary.items() if k not in TIMING},
             "config": json.loads((run / "config.json").read_text()),
             "env": {k: v for k, v in env.items() if k not in MACHINE},
@@ -74,8 +77,11 @@ def test_a_run_in_this_process_matches_its_worker_record(first):
 
 def test_another_seed_changes_the_records(first, tmp_path):
     specs = [load_spec(REPO / "tasks" / "echo.toml")]
-    runs = [r for r in sweep.plan(specs, "smoke", sweep.local_device_tag("cpu"), tmp_path, seeds_override=2)
-            if r.config.seed == 1 and r.config.style == "random(0.2)"]
+    runs = [
+        r
+        for r in sweep.plan(specs, "smoke", sweep.local_device_tag("cpu"), tmp_path, seeds_override=2)
+        if r.config.seed == 1 and r.config.style == "random(0.2)"
+    ]
     assert sweep.execute(runs, tmp_path, "cpu", quiet=True)["ok"] == 1
     (other,) = records(tmp_path).values()
     seed0 = next(v for v in first.values() if v["config"]["style"]["spec"] == "random(0.2)")
@@ -92,7 +98,10 @@ def test_the_ray_backend_gives_the_local_records(first, tmp_path):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         runs = plan(tmp_path, sweep.ray_device_tag("cpu"))
-        assert sweep.execute(runs, tmp_path, "cpu", backend="ray", quiet=True) == {"ok": len(runs), "skipped": 0}
+        assert sweep.execute(runs, tmp_path, "cpu", backend="ray", quiet=True) == {
+            "ok": len(runs),
+            "skipped": 0,
+        }
     finally:
         ray.shutdown()
     assert records(tmp_path) == first

@@ -34,10 +34,17 @@ STYLES = [
 ]
 PATHS = ("autograd", "manual-elman")  # the autograd path is measured by this file's hooks; the
 #                                       Elman path keeps no graph, so its own byte count is used
-CASES = [pytest.param(spec, kept, short, long[path], path, id=f"{path}-{spec}-T{long[path]}")
-         for spec, kept, short, long in STYLES for path in PATHS]
-CASES += [pytest.param(spec, kept, short, 10_000, path, id=f"{path}-{spec}-T10000", marks=pytest.mark.slow)
-          for spec, kept, short, long in STYLES for path in PATHS if long[path] < 10_000]
+CASES = [
+    pytest.param(spec, kept, short, long[path], path, id=f"{path}-{spec}-T{long[path]}")
+    for spec, kept, short, long in STYLES
+    for path in PATHS
+]
+CASES += [
+    pytest.param(spec, kept, short, 10_000, path, id=f"{path}-{spec}-T10000", marks=pytest.mark.slow)
+    for spec, kept, short, long in STYLES
+    for path in PATHS
+    if long[path] < 10_000
+]
 SLACK_STEPS = 4  # the bound: activation peak <= (max(k1, k2) + SLACK_STEPS) * per-step bytes
 MEASURED: dict = {}
 
@@ -88,7 +95,7 @@ class SavedBytesPeak:
     def _unpack(handle):
         return handle.tensor
 
-    def __enter__(self) -> "SavedBytesPeak":
+    def __enter__(self) -> SavedBytesPeak:
         self._hooks.__enter__()
         return self
 
@@ -97,7 +104,7 @@ class SavedBytesPeak:
 
 
 class _Handle:
-    __slots__ = ("tensor", "__weakref__")
+    __slots__ = ("__weakref__", "tensor")
 
     def __init__(self, tensor: torch.Tensor) -> None:
         self.tensor = tensor
@@ -105,7 +112,9 @@ class _Handle:
 
 @pytest.fixture(scope="module")
 def engine():
-    return pytest.importorskip("tbptt_bench.engine.train", reason="tbptt_bench.engine.train is not written yet")
+    return pytest.importorskip(
+        "tbptt_bench.engine.train", reason="tbptt_bench.engine.train is not written yet"
+    )
 
 
 def _measure(engine, spec: str, T: int, path: str = "autograd", *, engine_meter: bool = False) -> dict:
@@ -146,7 +155,9 @@ def per_step_bytes(engine) -> dict:
 def test_counter_sees_full_bptt_grow_linearly(engine, per_step_bytes):
     """The meter can fail: full BPTT's saved bytes double (minus a constant) when T doubles."""
     p200, p100 = _measure(engine, "full()", 200), _measure(engine, "full()", 100)
-    assert p200["activation"] - p100["activation"] == pytest.approx(100 * per_step_bytes["autograd"], rel=0.01)
+    assert p200["activation"] - p100["activation"] == pytest.approx(
+        100 * per_step_bytes["autograd"], rel=0.01
+    )
     assert p200["activation"] > 1.8 * p100["activation"]
 
 
@@ -157,18 +168,31 @@ def test_activation_memory_is_independent_of_T(engine, per_step_bytes, spec, kep
     MEASURED[f"{path} {spec} T={T_long}"] = long
     for kind in short:
         assert abs(long[kind] - short[kind]) <= 0.05 * short[kind], (
-            f"{path} {spec}: {kind} peak {short[kind]} B at T={T_short} but {long[kind]} B at T={T_long}")
+            f"{path} {spec}: {kind} peak {short[kind]} B at T={T_short} but {long[kind]} B at T={T_long}"
+        )
     per_step = per_step_bytes[path]
     bound = (kept + SLACK_STEPS) * per_step  # one_step(16) keeps 16 readout inputs, not 1 step
     assert long["activation"] <= bound, (
-        f"{path} {spec}: activation peak {long['activation']} B exceeds ({kept} + {SLACK_STEPS}) x {per_step:g} B = {bound:g} B")
+        f"{path} {spec}: activation peak {long['activation']} B exceeds ({kept} + {SLACK_STEPS}) x {per_step:g} B = {bound:g} B"
+    )
 
 
-@pytest.mark.parametrize("spec", ["full()", "tf_style(16)", "overlapping(8, 16)", "williams_peng(16)", "one_step(16)",
-                                  "random_tbptt(0.5, 16, 16)"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "full()",
+        "tf_style(16)",
+        "overlapping(8, 16)",
+        "williams_peng(16)",
+        "one_step(16)",
+        "random_tbptt(0.5, 16, 16)",
+    ],
+)
 def test_engine_reported_peak_matches_independent_count(engine, spec):
     """TrainResult.saved_bytes_peak (autograd path, measure_memory=True) = this file's count."""
     mine = _measure(engine, spec, 100)
     reported = _measure(engine, spec, 100, engine_meter=True)["activation"]
     MEASURED[f"autograd {spec} T=100 engine saved_bytes_peak"] = reported
-    assert reported == mine["activation"], f"{spec}: engine reports {reported} B, this counter {mine['activation']} B"
+    assert reported == mine["activation"], (
+        f"{spec}: engine reports {reported} B, this counter {mine['activation']} B"
+    )

@@ -44,12 +44,23 @@ TABLE: list[tuple[str, int, int | None, int | None, str]] = [
 ]
 
 #: the engine's implementations each cell can run on ("auto" picks one of them)
-PATHS = {"linear": ("autograd", "manual-elman", "static-elman"), "tanh": ("autograd", "manual-elman", "static-elman"),
-         "gru": ("autograd",), "lstm": ("autograd",)}
+PATHS = {
+    "linear": ("autograd", "manual-elman", "static-elman"),
+    "tanh": ("autograd", "manual-elman", "static-elman"),
+    "gru": ("autograd",),
+    "lstm": ("autograd",),
+}
 CELL_PATHS = [(cell, path) for cell in CELLS for path in PATHS[cell]]
 
-CASES = [pytest.param(row, cell, path, loss, clip, id=f"{row[0]}-{cell}-{path}-{loss}-{'clip' if clip else 'noclip'}")
-         for row in TABLE for cell, path in CELL_PATHS for loss in LOSSES for clip in (None, CLIP)]
+CASES = [
+    pytest.param(
+        row, cell, path, loss, clip, id=f"{row[0]}-{cell}-{path}-{loss}-{'clip' if clip else 'noclip'}"
+    )
+    for row in TABLE
+    for cell, path in CELL_PATHS
+    for loss in LOSSES
+    for clip in (None, CLIP)
+]
 _REF_CACHE: dict = {}
 
 
@@ -65,7 +76,9 @@ def _reference(row, cell, loss, clip):
 
 @pytest.fixture(scope="module")
 def engine():
-    return pytest.importorskip("tbptt_bench.engine.train", reason="tbptt_bench.engine.train is not written yet")
+    return pytest.importorskip(
+        "tbptt_bench.engine.train", reason="tbptt_bench.engine.train is not written yet"
+    )
 
 
 def _train_engine(engine, cell, loss, T, spec, clip=None, lr=LR, seed=0, path="auto", **kw):
@@ -78,6 +91,7 @@ def _train_engine(engine, cell, loss, T, spec, clip=None, lr=LR, seed=0, path="a
 
 
 # -- the reference against plain autograd ----------------------------------------------------
+
 
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("loss", LOSSES)
@@ -103,9 +117,9 @@ def test_reference_tf_style_equals_detached_chunks(cell):
     h = model.init_state(x.shape[1])
     for a in range(0, T, k):
         h = tuple(v.detach() for v in h) if isinstance(h, tuple) else h.detach()
-        o, h = model(x[a:a + k], h)
+        o, h = model(x[a : a + k], h)
         opt.zero_grad()
-        F.mse_loss(o, y[a:a + k]).backward()
+        F.mse_loss(o, y[a : a + k]).backward()
         opt.step()
     err, name = max_abs_diff(ref.params, {n: p.detach() for n, p in model.named_parameters()})
     assert err <= 1e-12, f"{cell}: {name} off by {err:g}"
@@ -122,10 +136,12 @@ def test_reference_windows_equal_autograd_when_parameters_are_frozen(k1, k2):
     for u in ref.updates:
         start = max(u.t - k2, 0)
         model.zero_grad()
-        o_win, _ = model(x[start:u.t], ref.states[start])
-        o = torch.cat([model.readout(model.params(), ref.states[s]).unsqueeze(0) for s in range(prev + 1, start + 1)]
-                      + [o_win[max(prev - start, 0):]])
-        F.mse_loss(o, y[prev:u.t]).backward()
+        o_win, _ = model(x[start : u.t], ref.states[start])
+        o = torch.cat(
+            [model.readout(model.params(), ref.states[s]).unsqueeze(0) for s in range(prev + 1, start + 1)]
+            + [o_win[max(prev - start, 0) :]]
+        )
+        F.mse_loss(o, y[prev : u.t]).backward()
         err, name = max_abs_diff(u.grad, {n: p.grad for n, p in model.named_parameters()})
         assert err <= 1e-12, f"update t={u.t}: {name} off by {err:g}"
         prev = u.t
@@ -145,6 +161,7 @@ def test_table_specs_match_their_k1_k2(row):
 
 
 # -- 1. full BPTT = plain autograd -------------------------------------------------------------
+
 
 @pytest.mark.parametrize("cell,path", CELL_PATHS + [(c, "auto") for c in CELLS])
 @pytest.mark.parametrize("loss", LOSSES)
@@ -168,6 +185,7 @@ def test_full_bptt_equals_plain_autograd(engine, cell, path, loss):
 
 # -- 2. the notes' closed forms (linear, bias-free RNN, squared loss) ------------------------
 
+
 def _closed_form(model, x, y):
     """dL/dW_qh, dL/dh_t (t = 1..T), dL/dW_hx, dL/dW_hh from the notes, with explicit matrix powers.
 
@@ -184,7 +202,9 @@ def _closed_form(model, x, y):
     dW_qh = sum(dL_do[t - 1].T @ h[t] for t in range(1, T + 1))
     dL_dh = []  # dL_dh[t-1] = sum_{i=t..T} (W_hh^T)^{i-t} W_qh^T dL/do_i, one column per stream
     for t in range(1, T + 1):
-        dL_dh.append(sum(torch.linalg.matrix_power(W_hh.T, i - t) @ W_qh.T @ dL_do[i - 1].T for i in range(t, T + 1)).T)
+        dL_dh.append(
+            sum(torch.linalg.matrix_power(W_hh.T, i - t) @ W_qh.T @ dL_do[i - 1].T for i in range(t, T + 1)).T
+        )
     dW_hx = sum(dL_dh[t - 1].T @ x[t - 1] for t in range(1, T + 1))
     dW_hh = sum(dL_dh[t - 1].T @ h[t - 1] for t in range(1, T + 1))
     return {"W_qh": dW_qh, "W_hx": dW_hx, "W_hh": dW_hh}, dL_dh
@@ -221,6 +241,7 @@ def test_full_bptt_equals_closed_forms(engine, path):
 
 # -- 3. the table ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("row,cell,path,loss,clip", CASES)
 def test_table_engine_equals_reference(engine, row, cell, path, loss, clip):
     case, T, k1, k2, spec = row
@@ -251,6 +272,7 @@ def test_table_covers_every_preset():
 
 # -- 4. clipping -----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("path", PATHS["tanh"])
 def test_clip_records_pre_clip_norm_and_applies_reference_update(engine, path):
     T = 9
@@ -261,7 +283,9 @@ def test_clip_records_pre_clip_norm_and_applies_reference_update(engine, path):
         assert u.grad_norm > CLIP and r.clipped, f"t={u.t}: clip {CLIP} should bite (norm {u.grad_norm:g})"
         assert abs(r.grad_norm - u.grad_norm) <= TOL  # the norm BEFORE clipping
         applied_norm = sum(float((g * g).sum()) for g in applied.values()) ** 0.5
-        assert abs(applied_norm - CLIP) <= 1e-12, f"t={u.t}: applied norm {applied_norm!r}, not the clip {CLIP}"
+        assert abs(applied_norm - CLIP) <= 1e-12, (
+            f"t={u.t}: applied norm {applied_norm!r}, not the clip {CLIP}"
+        )
         err, name = max_abs_diff(applied, u.applied)
         assert err <= TOL, f"t={u.t}: applied gradient of {name} off by {err:g}"
 
@@ -278,6 +302,7 @@ def test_large_clip_changes_nothing(engine, cell):
 
 
 # -- the oracle can fail: nearly right variants are far outside 1e-10 ---------------------------
+
 
 @pytest.mark.parametrize("cell", ["tanh", "lstm"])
 def test_jacobians_at_current_parameters_are_detected(cell):

@@ -7,10 +7,18 @@ import torch
 
 from tbptt_bench.engine import EngineError, train_stream
 from tbptt_bench.models import ElmanRNN, GRUModel
-from tbptt_bench.styles import RandomTruncation, TBPTT, full, tf_style, williams_peng
+from tbptt_bench.styles import TBPTT, RandomTruncation, full, tf_style, williams_peng
 
-STYLES = [full(), williams_peng(4), TBPTT(3, 1), TBPTT(3, 5), tf_style(4), RandomTruncation(0.5),
-          RandomTruncation(0.6, 2, 5, per_stream=True), RandomTruncation(0.7, 3, 1)]
+STYLES = [
+    full(),
+    williams_peng(4),
+    TBPTT(3, 1),
+    TBPTT(3, 5),
+    tf_style(4),
+    RandomTruncation(0.5),
+    RandomTruncation(0.6, 2, 5, per_stream=True),
+    RandomTruncation(0.7, 3, 1),
+]
 
 
 @pytest.mark.parametrize("style", STYLES, ids=lambda s: s.spec)
@@ -24,14 +32,25 @@ def test_paths_agree_with_the_same_generator(style, nonlinearity, loss):
     runs = []
     for path in ("autograd", "manual-elman"):
         m = copy.deepcopy(model)
-        r = train_stream(m, x, y, style, torch.optim.SGD(m.parameters(), lr=0.1), loss=loss, clip=0.5,
-                         generator=torch.Generator().manual_seed(5), path=path)
+        r = train_stream(
+            m,
+            x,
+            y,
+            style,
+            torch.optim.SGD(m.parameters(), lr=0.1),
+            loss=loss,
+            clip=0.5,
+            generator=torch.Generator().manual_seed(5),
+            path=path,
+        )
         runs.append((m, r))
     (m1, r1), (m2, r2) = runs
     assert r1.path.startswith("autograd/") and r2.path.startswith("manual-elman")
     assert [(a.t, a.clipped) for a in r1.records] == [(b.t, b.clipped) for b in r2.records]
     for a, b in zip(r1.records, r2.records):
-        assert a.loss == pytest.approx(b.loss, abs=1e-12) and a.grad_norm == pytest.approx(b.grad_norm, abs=1e-12)
+        assert a.loss == pytest.approx(b.loss, abs=1e-12) and a.grad_norm == pytest.approx(
+            b.grad_norm, abs=1e-12
+        )
     for p, q in zip(m1.parameters(), m2.parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=1e-12)
 

@@ -28,10 +28,8 @@ from pathlib import Path
 import pytest
 
 from tbptt_bench import cli
-
-from tbptt_bench.runs import harness, store, sweep
-
 from tbptt_bench.report import build as report
+from tbptt_bench.runs import harness, store, sweep
 from tbptt_bench.runs.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,10 +44,15 @@ def records(results: Path) -> dict[str, tuple]:
     out = {}
     for run in store.iter_run_dirs(results):
         assert sweep.run_problem(run) is None, run
-        curve = [(r["split"], r["update"], r["timesteps"], r["loss"]) for r in store._read_curve(run / "curve.csv")]
+        curve = [
+            (r["split"], r["update"], r["timesteps"], r["loss"]) for r in store._read_curve(run / "curve.csv")
+        ]
         summary = json.loads((run / "summary.json").read_text())
-        out[run.name] = (curve, {k: v for k, v in summary.items() if k not in TIMING},
-                         json.loads((run / "config.json").read_text()))
+        out[run.name] = (
+            curve,
+            {k: v for k, v in summary.items() if k not in TIMING},
+            json.loads((run / "config.json").read_text()),
+        )
     return out
 
 
@@ -72,11 +75,14 @@ def reference(tmp_path_factory) -> dict:
 def _record(marker: float) -> harness.RunRecord:
     cfg = sweep.plan([load_spec(ECHO)], "smoke", "cpu-x", "/nonexistent")[0].config
     summary = {k: None for k in store.SUMMARY_KEYS} | {"status": "ok", "updates": 2, "eval_wall_s": marker}
-    curve = [{"split": "train", "update": u, "timesteps": 5 * u, "train_wall_s": 0.1, "loss": marker + u}
-             for u in (1, 2)] + [{"split": "val", "update": 2, "timesteps": 10, "train_wall_s": 0.2, "loss": marker}]
+    curve = [
+        {"split": "train", "update": u, "timesteps": 5 * u, "train_wall_s": 0.1, "loss": marker + u}
+        for u in (1, 2)
+    ] + [{"split": "val", "update": 2, "timesteps": 10, "train_wall_s": 0.2, "loss": marker}]
     env = {k: None for k in store.ENV_KEYS} | {"device_name": "cpu x"}
-    return harness.RunRecord(config=harness.base_config(cfg, "cpu") | {"loss": "ce"}, env=env, curve=curve,
-                             summary=summary)
+    return harness.RunRecord(
+        config=harness.base_config(cfg, "cpu") | {"loss": "ce"}, env=env, curve=curve, summary=summary
+    )
 
 
 STEPS = ("replace", "rename", "fsync", "unlink", "rmdir")
@@ -93,6 +99,7 @@ def _write_and_die_at(run_dir: Path, rec: harness.RunRecord, n: int) -> None:
             if calls[0] == n:
                 os._exit(137)
             return _real(*a, **k)
+
         setattr(os, name, step)
     harness.write_record(run_dir, rec)
     os._exit(3)  # finished: the writer makes fewer than n calls
@@ -161,7 +168,9 @@ def _first(pattern: str, root: Path, proc: subprocess.Popen, deadline: float) ->
 def test_sigkill_at_several_points_then_the_next_sweep_repairs(reference, tmp_path, point):
     results = tmp_path / "results"
     argv = [sys.executable, "-m", "tbptt_bench", *SMOKE, "--results", str(results)]
-    with subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as proc:
+    with subprocess.Popen(
+        argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    ) as proc:
         deadline = time.monotonic() + 300
         if point == "first-summary":
             _first("*/smoke/*/summary.json", results, proc, deadline)
@@ -204,7 +213,10 @@ DAMAGE = {
     "env deleted": ("env.json", lambda p: p.unlink()),
     "curve cut mid-row": ("curve.csv", _cut_mid_row),
     "curve cut at a row": ("curve.csv", _cut_at_row),
-    "curve garbage": ("curve.csv", lambda p: p.write_text("split,update,timesteps,train_wall_s,loss\n\x00garbage\n")),
+    "curve garbage": (
+        "curve.csv",
+        lambda p: p.write_text("split,update,timesteps,train_wall_s,loss\n\x00garbage\n"),
+    ),
 }
 
 
@@ -245,13 +257,15 @@ def test_damaged_runs_are_skipped_with_a_reason_then_rerun(reference, tmp_path, 
     # 3. The next sweep says what it reruns, reruns exactly those, and leaves the rest alone.
     assert cli.main(["sweep", "echo", "--preset", "smoke", "--seeds", "3", "--results", str(results)]) == 0
     out = capsys.readouterr().out
-    assert sorted(line.split()[2] for line in out.splitlines() if line.startswith("tbptt-bench: rerunning ")) == \
-        sorted(str(r) for r in damaged.values())
+    assert sorted(
+        line.split()[2] for line in out.splitlines() if line.startswith("tbptt-bench: rerunning ")
+    ) == sorted(str(r) for r in damaged.values())
     assert f"done: ok {len(damaged)}, diverged 0, failed 0, skipped {len(intact)}" in out
     assert {r: (r / "summary.json").stat().st_mtime_ns for r in intact} == stamps
     repaired = records(results)
-    assert len(repaired) == 12 and {k: v[:2] for k, v in repaired.items() if k in reference} == \
-        {k: v[:2] for k, v in reference.items()}
+    assert len(repaired) == 12 and {k: v[:2] for k, v in repaired.items() if k in reference} == {
+        k: v[:2] for k, v in reference.items()
+    }
     assert [p.name for p in results.rglob(".*")] == []
 
 
@@ -265,6 +279,7 @@ def _enospc_at(n: int):
         if calls[0] >= n:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(b))
         return real(a, b)
+
     return replace
 
 
@@ -282,7 +297,8 @@ def test_enospc_while_replacing_a_run_keeps_the_old_one(tmp_path, monkeypatch, n
 
 
 def test_a_sweep_on_a_full_disk_fails_its_runs_cleanly_and_a_later_sweep_completes_them(
-        reference, tmp_path, monkeypatch, capsys):
+    reference, tmp_path, monkeypatch, capsys
+):
     import torch._dynamo  # noqa: F401 - imported once here, not lazily in every forked worker
 
     results = tmp_path / "results"
@@ -301,7 +317,6 @@ def test_a_sweep_on_a_full_disk_fails_its_runs_cleanly_and_a_later_sweep_complet
     assert {k: v[:2] for k, v in records(results).items()} == {k: v[:2] for k, v in reference.items()}
 
 
-
 @pytest.fixture
 def tiny_tmpfs(tmp_path):
     """A real 40 KiB file system (room for two 16 KiB smoke runs), where this process may mount one."""
@@ -309,10 +324,13 @@ def tiny_tmpfs(tmp_path):
     mnt.mkdir()
     if not sys.platform.startswith("linux") or os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("mounting a tmpfs needs Linux and root: the monkeypatched ENOSPC tests cover this")
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40k", "tmpfs", str(mnt)], capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=40k", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
     if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip()}): the monkeypatched ENOSPC tests cover this")
+        pytest.skip(
+            f"cannot mount a tmpfs here ({proc.stderr.strip()}): the monkeypatched ENOSPC tests cover this"
+        )
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 
@@ -332,8 +350,9 @@ def test_a_real_full_disk_keeps_complete_runs_and_the_rerun_completes_the_rest(r
     assert [p.name for p in results.rglob(".*")] == []
 
 
-def test_the_report_on_a_full_disk_is_a_one_line_error_and_keeps_the_old_tables(reference, tmp_path, monkeypatch,
-                                                                                capsys):
+def test_the_report_on_a_full_disk_is_a_one_line_error_and_keeps_the_old_tables(
+    reference, tmp_path, monkeypatch, capsys
+):
     results = tmp_path / "results"
     assert main_quiet([*SMOKE, "--results", str(results)]) == 0
     report.build_report(results, figures=False)
@@ -343,6 +362,8 @@ def test_the_report_on_a_full_disk_is_a_one_line_error_and_keeps_the_old_tables(
     assert main_quiet(["report", str(results)]) == 2
     err = capsys.readouterr().err
     monkeypatch.undo()
-    assert err.startswith("tbptt-bench: error: [Errno 28] No space left on device") and err.count("\n") == 1, err
+    assert (
+        err.startswith("tbptt-bench: error: [Errno 28] No space left on device") and err.count("\n") == 1
+    ), err
     assert {p: p.read_bytes() for p in (results / "tables").rglob("*") if p.is_file()} == before
     assert [p.name for p in results.rglob(".*")] == []

@@ -28,8 +28,17 @@ from tbptt_bench.styles import (
 
 #: both backward modes: the hand-written window (stored history, or k2 < 4) and autograd through
 #: the fused kernel (window inside its segment: tf_style, TBPTT(8, 4), TBPTT(6, 5), full BPTT)
-STYLES = [tf_style(4), williams_peng(5), overlapping(3, 7), one_step(4), TBPTT(5, 2), full(), tf_style(8),
-          TBPTT(8, 4), TBPTT(6, 5)]
+STYLES = [
+    tf_style(4),
+    williams_peng(5),
+    overlapping(3, 7),
+    one_step(4),
+    TBPTT(5, 2),
+    full(),
+    tf_style(8),
+    TBPTT(8, 4),
+    TBPTT(6, 5),
+]
 
 
 def _case(T=23, B=3, H=6, device="cpu", dtype=torch.float32, seed=0):
@@ -49,11 +58,16 @@ def _train(model, x, y, style, path, clip=0.3, **kw):
 @pytest.mark.parametrize("style", STYLES, ids=lambda s: s.spec)
 def test_static_path_equals_the_elman_path_in_float32(style):
     model, x, y = _case()
-    (m1, r1), (m2, r2) = _train(model, x, y, style, "manual-elman"), _train(model, x, y, style, "static-elman")
+    (m1, r1), (m2, r2) = (
+        _train(model, x, y, style, "manual-elman"),
+        _train(model, x, y, style, "static-elman"),
+    )
     assert r2.path.startswith("static-elman")
     assert [(a.t, a.clipped) for a in r1.records] == [(b.t, b.clipped) for b in r2.records]
     for a, b in zip(r1.records, r2.records):
-        assert b.loss == pytest.approx(a.loss, rel=1e-5) and b.grad_norm == pytest.approx(a.grad_norm, rel=1e-5)
+        assert b.loss == pytest.approx(a.loss, rel=1e-5) and b.grad_norm == pytest.approx(
+            a.grad_norm, rel=1e-5
+        )
     for p, q in zip(m1.parameters(), m2.parameters()):
         torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(r2.state, r1.state, rtol=1e-5, atol=1e-6)
@@ -70,7 +84,7 @@ def test_callback_sees_every_record_in_order_and_h0_is_used():
     for a, b in zip(r1.records, r2.records):
         assert a.loss == pytest.approx(b.loss, abs=1e-12)
     _, r3 = _train(model, x, y, overlapping(3, 7), "static-elman")
-    assert r3.records[0].loss != pytest.approx(r1.records[0].loss, abs=1e-9)   # h0 mattered
+    assert r3.records[0].loss != pytest.approx(r1.records[0].loss, abs=1e-9)  # h0 mattered
 
 
 def test_a_raising_callback_stops_training():
@@ -79,6 +93,7 @@ def test_a_raising_callback_stops_training():
     def stop(record):
         if record.t >= 8:
             raise KeyboardInterrupt
+
     with pytest.raises(KeyboardInterrupt):
         _train(model, x, y, tf_style(4), "static-elman", callback=stop)
 
@@ -86,9 +101,13 @@ def test_a_raising_callback_stops_training():
 def test_refusals_name_the_value_and_what_is_allowed():
     model, x, y = _case()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with pytest.raises(EngineError, match="path='cuda-graph-elman' is not allowed on cpu: it needs a CUDA device"):
+    with pytest.raises(
+        EngineError, match="path='cuda-graph-elman' is not allowed on cpu: it needs a CUDA device"
+    ):
         train_stream(model, x, y, tf_style(4), opt, path="cuda-graph-elman")
-    with pytest.raises(EngineError, match="path='static-elman' is not allowed for random.*deterministic TBPTT"):
+    with pytest.raises(
+        EngineError, match="path='static-elman' is not allowed for random.*deterministic TBPTT"
+    ):
         train_stream(model, x, y, RandomTruncation(0.5, 4, 4), opt, path="static-elman")
     gru = GRUModel(2, 6, 3)
     with pytest.raises(EngineError, match="path='static-elman' is not allowed for GRUModel"):
@@ -105,9 +124,17 @@ def test_graph_safe_optimizers():
     assert not graph_safe_optimizer(torch.optim.Adagrad(params, lr=0.1))
 
 
-@pytest.mark.parametrize("style,mode", [(full(), "/fused-window"), (TBPTT(8, 4), "/fused-window"),
-                                        (one_step(4), ""), (williams_peng(5), "+stored-history"),
-                                        (tf_style(5), "+stored-history")], ids=lambda v: getattr(v, "spec", v))
+@pytest.mark.parametrize(
+    "style,mode",
+    [
+        (full(), "/fused-window"),
+        (TBPTT(8, 4), "/fused-window"),
+        (one_step(4), ""),
+        (williams_peng(5), "+stored-history"),
+        (tf_style(5), "+stored-history"),
+    ],
+    ids=lambda v: getattr(v, "spec", v),
+)
 def test_the_path_name_says_which_backward_ran(style, mode):
     """tf_style(5) on T = 23: the last update's window reaches into the previous segment."""
     model, x, y = _case()
@@ -132,10 +159,15 @@ def test_memory_held_is_bounded_by_the_window(T):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="cuda: not available here")
-@pytest.mark.parametrize("style", [tf_style(16), williams_peng(16), overlapping(8, 16), one_step(16)], ids=lambda s: s.spec)
+@pytest.mark.parametrize(
+    "style", [tf_style(16), williams_peng(16), overlapping(8, 16), one_step(16)], ids=lambda s: s.spec
+)
 def test_cuda_graph_replay_equals_eager(style):
     model, x, y = _case(T=200, B=16, H=32, device="cuda")
-    (m1, r1), (m2, r2) = _train(model, x, y, style, "static-elman"), _train(model, x, y, style, "cuda-graph-elman")
+    (m1, r1), (m2, r2) = (
+        _train(model, x, y, style, "static-elman"),
+        _train(model, x, y, style, "cuda-graph-elman"),
+    )
     assert r2.path.startswith("cuda-graph-elman"), r2.path
     for a, b in zip(r1.records, r2.records):
         assert b.loss == pytest.approx(a.loss, rel=1e-4)

@@ -10,12 +10,25 @@ from tbptt_bench.runs import envinfo, harness, store
 from tbptt_bench.runs.spec import Budget, RunConfig
 from tbptt_bench.styles import parse_style
 
-BUDGET = Budget(epochs=2, batch=4, row_len=30, val_batch=4, val_len=40, eval_every_updates=4, warmup_updates=2)
+BUDGET = Budget(
+    epochs=2, batch=4, row_len=30, val_batch=4, val_len=40, eval_every_updates=4, warmup_updates=2
+)
 
 
 def cfg(**kw) -> RunConfig:
-    base = dict(task="echo", task_params={}, cell="tanh", hidden_size=4, optimizer="adagrad", lr=0.1, clip=None,
-                style="tf_style(5)", budget=BUDGET, seed=0, sweep="smoke")
+    base = dict(
+        task="echo",
+        task_params={},
+        cell="tanh",
+        hidden_size=4,
+        optimizer="adagrad",
+        lr=0.1,
+        clip=None,
+        style="tf_style(5)",
+        budget=BUDGET,
+        seed=0,
+        sweep="smoke",
+    )
     base.update(kw)
     return RunConfig(**base)
 
@@ -61,8 +74,12 @@ def test_rates_skip_the_warmup_updates(echo_record):
     s, train = echo_record.summary, [r for r in echo_record.curve if r["split"] == "train"]
     warm = train[1]  # the second update ends the warm-up
     assert s["warmup_updates"] == 2
-    assert s["updates_per_s"] == pytest.approx((12 - 2) / (s["train_wall_s"] - warm["train_wall_s"]), rel=1e-12)
-    assert s["timesteps_per_s"] == pytest.approx((60 - 10) / (s["train_wall_s"] - warm["train_wall_s"]), rel=1e-12)
+    assert s["updates_per_s"] == pytest.approx(
+        (12 - 2) / (s["train_wall_s"] - warm["train_wall_s"]), rel=1e-12
+    )
+    assert s["timesteps_per_s"] == pytest.approx(
+        (60 - 10) / (s["train_wall_s"] - warm["train_wall_s"]), rel=1e-12
+    )
 
 
 def test_memory_and_clipping_are_recorded(echo_record):
@@ -88,10 +105,21 @@ def test_random_truncation_is_deterministic_per_seed():
 
 
 def test_divergence_stops_the_run():
-    rec = harness.run_record(cfg(task="influence", task_params={}, cell="influence", hidden_size=23, optimizer="sgd",
-                                 lr=1e6, style="full()",
-                                 budget=Budget(epochs=3, batch=1, row_len=40, val_batch=1, val_len=40,
-                                               eval_every_updates=1, warmup_updates=0)), "cpu")
+    rec = harness.run_record(
+        cfg(
+            task="influence",
+            task_params={},
+            cell="influence",
+            hidden_size=23,
+            optimizer="sgd",
+            lr=1e6,
+            style="full()",
+            budget=Budget(
+                epochs=3, batch=1, row_len=40, val_batch=1, val_len=40, eval_every_updates=1, warmup_updates=0
+            ),
+        ),
+        "cpu",
+    )
     s = rec.summary
     assert s["status"] == "diverged" and s["error"] is None
     assert s["diverged_at_update"] == s["updates"] >= 1
@@ -119,7 +147,11 @@ def test_execute_run_writes_a_complete_loadable_run(tmp_path):
     loaded = store.load_runs(tmp_path)
     assert loaded.skipped == [] and len(loaded.runs) == 1
     row = loaded.runs.iloc[0]
-    assert row["run_id"] == cfg().run_id and row["status"] == "ok" and row["min_val_loss"] == summary["min_val_loss"]
+    assert (
+        row["run_id"] == cfg().run_id
+        and row["status"] == "ok"
+        and row["min_val_loss"] == summary["min_val_loss"]
+    )
     assert (loaded.curves["split"] == "train").sum() == summary["updates"]
 
 
@@ -128,9 +160,16 @@ def test_write_record_replaces_an_old_run_whole(tmp_path):
     first = harness.RunRecord(config=_config(), env=_env(), curve=[_row(1.0)], summary=_summary("ok"))
     harness.write_record(run_dir, first)
     (run_dir / "stray.txt").write_text("from the old run")
-    second = harness.RunRecord(config=_config(), env=_env(), curve=[_row(2.0), _row(3.0)], summary=_summary("failed"))
+    second = harness.RunRecord(
+        config=_config(), env=_env(), curve=[_row(2.0), _row(3.0)], summary=_summary("failed")
+    )
     harness.write_record(run_dir, second)
-    assert sorted(p.name for p in run_dir.iterdir()) == ["config.json", "curve.csv", "env.json", "summary.json"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "config.json",
+        "curve.csv",
+        "env.json",
+        "summary.json",
+    ]
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
     assert sorted(p.name for p in run_dir.parent.iterdir()) == ["r"]  # no temp folders left
 
@@ -151,13 +190,22 @@ def _summary(status):
     return {**{k: None for k in store.SUMMARY_KEYS}, "status": status}
 
 
-@pytest.mark.parametrize("kw, message", [
-    (dict(task="nope"), "task='nope' is not allowed"),
-    (dict(cell="transformer"), "cell 'transformer' is not allowed: known cells are"),
-    (dict(task="influence", cell="tanh", hidden_size=23), "cell 'tanh' is not allowed for task 'influence': it needs cell 'influence'"),
-    (dict(task="influence", cell="influence", hidden_size=8), "hidden size 8 is not allowed for task 'influence'"),
-    (dict(task_params={"lags": (3,), "wobble": 1}), "wobble"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(task="nope"), "task='nope' is not allowed"),
+        (dict(cell="transformer"), "cell 'transformer' is not allowed: known cells are"),
+        (
+            dict(task="influence", cell="tanh", hidden_size=23),
+            "cell 'tanh' is not allowed for task 'influence': it needs cell 'influence'",
+        ),
+        (
+            dict(task="influence", cell="influence", hidden_size=8),
+            "hidden size 8 is not allowed for task 'influence'",
+        ),
+        (dict(task_params={"lags": (3,), "wobble": 1}), "wobble"),
+    ],
+)
 def test_check_config_rejects_bad_runs(kw, message):
     with pytest.raises(harness.HarnessError, match=message.replace("(", r"\(").replace(")", r"\)")):
         harness.check_config(cfg(**kw))

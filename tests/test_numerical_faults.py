@@ -18,21 +18,37 @@ import math
 import pytest
 import torch
 
-from tbptt_bench.engine import train as engine
-
-from tbptt_bench.runs import harness, store
-
 from tbptt_bench import models
-
+from tbptt_bench.engine import train as engine
 from tbptt_bench.report import build as report
+from tbptt_bench.runs import harness, store
 from tbptt_bench.runs.spec import Budget, RunConfig
 
 
-def config(clip: float | None, lr: float, row_len: int, style: str, eval_every: int, val_len: int = 60) -> RunConfig:
-    return RunConfig(task="adding", task_params={}, cell="linear", hidden_size=8, optimizer="sgd", lr=lr, clip=clip,
-                     style=style, seed=0, sweep="smoke",
-                     budget=Budget(epochs=3, batch=4, row_len=row_len, val_batch=4, val_len=val_len,
-                                   eval_every_updates=eval_every, warmup_updates=0))
+def config(
+    clip: float | None, lr: float, row_len: int, style: str, eval_every: int, val_len: int = 60
+) -> RunConfig:
+    return RunConfig(
+        task="adding",
+        task_params={},
+        cell="linear",
+        hidden_size=8,
+        optimizer="sgd",
+        lr=lr,
+        clip=clip,
+        style=style,
+        seed=0,
+        sweep="smoke",
+        budget=Budget(
+            epochs=3,
+            batch=4,
+            row_len=row_len,
+            val_batch=4,
+            val_len=val_len,
+            eval_every_updates=eval_every,
+            warmup_updates=0,
+        ),
+    )
 
 
 @pytest.fixture
@@ -54,6 +70,7 @@ def exploding(monkeypatch):
         def spy(rec):
             events.append(("train", rec.loss))
             callback(rec)
+
         return train_stream(*a, callback=spy, **k)
 
     def evaluate(*a, **k):
@@ -77,12 +94,16 @@ def first_bad_update(events: list[tuple[str, float]]) -> tuple[int, int]:
     raise AssertionError(f"nothing diverged: {events}")
 
 
-@pytest.mark.parametrize("case", [
-    dict(lr=0.1, row_len=60, style="tf_style(10)", eval_every=1000),  # the training loss overflows
-    # 200 validation steps grow the state 1.5^200-fold: the first evaluation (after update 6, in
-    # the second epoch of 4 updates) overflows while training on rows of 20 steps stays finite
-    dict(lr=1e-6, row_len=20, style="tf_style(5)", eval_every=6, val_len=200),
-], ids=["train-loss", "val-loss"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        dict(lr=0.1, row_len=60, style="tf_style(10)", eval_every=1000),  # the training loss overflows
+        # 200 validation steps grow the state 1.5^200-fold: the first evaluation (after update 6, in
+        # the second epoch of 4 updates) overflows while training on rows of 20 steps stays finite
+        dict(lr=1e-6, row_len=20, style="tf_style(5)", eval_every=6, val_len=200),
+    ],
+    ids=["train-loss", "val-loss"],
+)
 def test_an_exploding_run_is_diverged_at_the_first_non_finite_loss(exploding, case):
     rec = harness.run_record(config(None, **case), "cpu")
     expected, i = first_bad_update(exploding)
@@ -117,8 +138,11 @@ def test_divergence_is_shown_in_the_report_and_clipping_trains(exploding, tmp_pa
     table = next(tmp_path.glob("tables/*/smoke/adding/r2rt.csv"))
     rows = {r["clip"]: r for r in csv.DictReader(io.StringIO(table.read_text()))}
     assert (rows[""]["text"], rows[""]["ok"], rows[""]["diverged"]) == ("diverged", "0", "1")
-    assert rows["1"]["ok"] == "1" and rows["1"]["diverged"] == "0" and float(rows["1"]["text"]) == \
-        pytest.approx(tame["min_val_loss"], abs=5e-4)
+    assert (
+        rows["1"]["ok"] == "1"
+        and rows["1"]["diverged"] == "0"
+        and float(rows["1"]["text"]) == pytest.approx(tame["min_val_loss"], abs=5e-4)
+    )
     md = table.with_name("r2rt.md").read_text()
     section = md.split("\n## linear, hidden 8 (sgd)\n")[1].split("\n## ")[0]
     assert "| TF-style (10, 10) | diverged |" in section

@@ -31,8 +31,13 @@ from tbptt_bench.models import ElmanRNN
 from tbptt_bench.styles import TBPTT, RandomTruncation
 
 PATHS = ("autograd", "manual-elman")
-SETTINGS = settings(max_examples=50, deadline=None, database=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=50,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 class CountingElman(ElmanRNN):
@@ -53,7 +58,7 @@ class CountingElman(ElmanRNN):
     def window(self, params, x, h):
         before = self.steps
         out = super().window(params, x, h)  # the linear cell's window loops over ``cell``
-        if self.steps == before:            # a fused kernel: count its steps here instead
+        if self.steps == before:  # a fused kernel: count its steps here instead
             self.steps += x.shape[0]
         return out
 
@@ -154,7 +159,7 @@ def test_random_truncation_depths_are_cut_deterministic_depths(path, case):
         for s in range(prev + 1, t + 1):
             row = g["W_hx"][s - 1]
             cols = [j for j in range(1, T + 1) if bool(row[j - 1] != 0)]
-            if s <= start:                       # readout only, as without xi
+            if s <= start:  # readout only, as without xi
                 assert cols == []
                 continue
             # The loss reaches a contiguous run of steps (r, s], never past the deterministic start.
@@ -182,9 +187,9 @@ def test_random_truncation_keeps_edges_at_rate_pi():
     T, pi, draws = 30, 0.5, 10
     kept = []
     for seed in range(draws):
-        seen, _ = observe(T, 1, RandomTruncation(pi), "manual-elman", seed)   # full BPTT: one update
+        seen, _ = observe(T, 1, RandomTruncation(pi), "manual-elman", seed)  # full BPTT: one update
         g = seen[0][1]["W_hx"]
         kept += [bool(g[j - 1, j - 2] != 0) for j in range(2, T + 1)]
     assert len(kept) == draws * (T - 1)
-    assert 0.35 < sum(kept) / len(kept) < 0.65   # 290 Bernoulli(0.5) draws: sd 0.03
+    assert 0.35 < sum(kept) / len(kept) < 0.65  # 290 Bernoulli(0.5) draws: sd 0.03
     assert 0 < sum(kept) < len(kept)

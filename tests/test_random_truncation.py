@@ -31,7 +31,9 @@ SIZES = dict(B=2, D=2, H=3, Q=1)
 
 @pytest.fixture(scope="module")
 def engine():
-    return pytest.importorskip("tbptt_bench.engine.train", reason="tbptt_bench.engine.train is not written yet")
+    return pytest.importorskip(
+        "tbptt_bench.engine.train", reason="tbptt_bench.engine.train is not written yet"
+    )
 
 
 def _flat(grads: dict) -> torch.Tensor:
@@ -46,11 +48,13 @@ def _patterns(pi: float, n_bits: int):
 
 def _xi_fn(bits, pi, k2, per_stream, B):
     """xi(t, j) reading a pattern: bit r (per stream: bits r*B .. r*B+B-1) for edge j = start + 2 + r."""
+
     def xi(t, j):
         r = j - max(t - k2, 0) - 2
         if per_stream:
             return torch.tensor([bits[r * B + b] / pi for b in range(B)], dtype=torch.float64)
         return bits[r] / pi
+
     return xi
 
 
@@ -85,7 +89,9 @@ def _engine_draws(engine, model, x, y, style, seeds, path="auto"):
     out = []
     for s in seeds:
         opt = RecordingSGD(model, lr=0.0)
-        res = engine.train_stream(model, x, y, style, opt, generator=torch.Generator().manual_seed(s), path=path)
+        res = engine.train_stream(
+            model, x, y, style, opt, generator=torch.Generator().manual_seed(s), path=path
+        )
         assert path == "auto" or res.path.startswith(path), f"asked for path {path}, ran {res.path}"
         out.append(torch.stack([_flat(a) for a in opt.applied]))
     return torch.stack(out)
@@ -132,11 +138,14 @@ def _assert_unbiased(draws: torch.Tensor, exact: torch.Tensor, what: str) -> tor
     mean, var = resid.mean(0), resid.var(0, unbiased=True)
     se = (var / N).sqrt()
     bad = (mean.abs() > 5 * se + 1e-12).nonzero().flatten().tolist()
-    assert not bad, f"{what}: biased coordinates {bad}: mean-exact {mean[bad].tolist()} vs se {se[bad].tolist()}"
+    assert not bad, (
+        f"{what}: biased coordinates {bad}: mean-exact {mean[bad].tolist()} vs se {se[bad].tolist()}"
+    )
     return var
 
 
 # -- the reference's xi is unbiased by construction --------------------------------------------
+
 
 @pytest.mark.parametrize("k1,k2,per_stream", [(4, 4, False), (2, 4, False), (1, 3, False), (3, 3, True)])
 def test_reference_expectation_over_all_patterns_is_deterministic(k1, k2, per_stream):
@@ -151,6 +160,7 @@ def test_reference_expectation_over_all_patterns_is_deterministic(k1, k2, per_st
 
 # -- (a) pi = 1 is the deterministic style ---------------------------------------------------
 
+
 @pytest.mark.parametrize("cell,path", [("tanh", "manual-elman"), ("tanh", "autograd"), ("lstm", "autograd")])
 @pytest.mark.parametrize("T,k1,k2", [(9, None, None), (11, 3, 5), (10, 1, 4), (10, 4, 4), (11, 5, 2)])
 @pytest.mark.parametrize("per_stream", [False, True])
@@ -159,8 +169,9 @@ def test_pi_one_equals_deterministic(engine, cell, path, T, k1, k2, per_stream):
     for name, style in (("det", TBPTT(k1, k2)), ("pi=1", RandomTruncation(1.0, k1, k2, per_stream))):
         model, x, y = make_case(cell, "mse", T)
         opt = RecordingSGD(model, lr=0.2)
-        res = engine.train_stream(model, x, y, style, opt, clip=0.1, generator=torch.Generator().manual_seed(1),
-                                  path=path)
+        res = engine.train_stream(
+            model, x, y, style, opt, clip=0.1, generator=torch.Generator().manual_seed(1), path=path
+        )
         assert res.path.startswith(path)
         runs[name] = ({n: p.detach() for n, p in model.named_parameters()}, res.records)
     ref = reference_train(*make_case(cell, "mse", T), k1, k2, lr=0.2, clip=0.1)
@@ -173,13 +184,17 @@ def test_pi_one_equals_deterministic(engine, cell, path, T, k1, k2, per_stream):
 
 # -- (b, d) every draw is a pattern of the reference, at the right frequency; unbiased ---------
 
+
 @pytest.mark.parametrize("path", ["manual-elman", "autograd"])
-@pytest.mark.parametrize("k1,k2,per_stream,pi,U,S", [
-    (4, 4, False, 0.3, 20, 16),   # TF-style windows
-    (2, 4, False, 0.5, 25, 12),   # overlapping: draws reach into stored history
-    (1, 3, False, 0.4, 40, 8),    # Williams-Peng
-    (3, 3, True, 0.5, 20, 16),    # per-stream draws: patterns mixing kept and cut streams
-])
+@pytest.mark.parametrize(
+    "k1,k2,per_stream,pi,U,S",
+    [
+        (4, 4, False, 0.3, 20, 16),  # TF-style windows
+        (2, 4, False, 0.5, 25, 12),  # overlapping: draws reach into stored history
+        (1, 3, False, 0.4, 40, 8),  # Williams-Peng
+        (3, 3, True, 0.5, 20, 16),  # per-stream draws: patterns mixing kept and cut streams
+    ],
+)
 def test_engine_draws_are_reference_patterns(engine, k1, k2, per_stream, pi, U, S, path):
     T = k1 * U
     model, x, y = make_case("tanh", "mse", T, **SIZES)
@@ -200,15 +215,23 @@ def test_engine_draws_are_reference_patterns(engine, k1, k2, per_stream, pi, U, 
         for s in range(S):
             dist = [float((draws[s, u] - g).abs().max()) for g, _, _ in cs]
             best = min(range(len(cs)), key=dist.__getitem__)
-            assert dist[best] <= 1e-10, f"seed {s}, update {u}: gradient matches no xi pattern (nearest {dist[best]:g})"
+            assert dist[best] <= 1e-10, (
+                f"seed {s}, update {u}: gradient matches no xi pattern (nearest {dist[best]:g})"
+            )
             observed[cs[best][2]] = observed.get(cs[best][2], 0) + 1
     for key, (e, v) in expected.items():
         o = observed.get(key, 0)
-        assert abs(o - e) <= 5 * math.sqrt(v) + 1, f"pattern class {sorted(key)[:2]}...: seen {o} times, expected {e:.1f}"
+        assert abs(o - e) <= 5 * math.sqrt(v) + 1, (
+            f"pattern class {sorted(key)[:2]}...: seen {o} times, expected {e:.1f}"
+        )
     chi2, df = _chi2(observed, expected)
-    assert chi2 <= _chi2_quantile(df), f"pattern frequencies off: chi2 = {chi2:.1f} with {df} degrees of freedom"
+    assert chi2 <= _chi2_quantile(df), (
+        f"pattern frequencies off: chi2 = {chi2:.1f} with {df} degrees of freedom"
+    )
 
-    var = _assert_unbiased(draws, det.unsqueeze(0), f"{path}: TBPTT({k1}, {k2}) pi={pi} per_stream={per_stream}")
+    var = _assert_unbiased(
+        draws, det.unsqueeze(0), f"{path}: TBPTT({k1}, {k2}) pi={pi} per_stream={per_stream}"
+    )
     assert float(var.max()) > 1e-8, "pi < 1 but the gradient never varies"
 
 
@@ -228,14 +251,22 @@ def test_single_update_mean_over_seeds_is_unbiased(engine, path):
 
 # -- (c) one seed, one result ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("cell", ["gru", "tanh"])
 @pytest.mark.parametrize("per_stream", [False, True])
 def test_same_seed_same_result_other_seed_other_result(engine, cell, per_stream):
     def run(seed):
         model, x, y = make_case(cell, "ce", 12)
         opt = RecordingSGD(model, lr=0.2)
-        res = engine.train_stream(model, x, y, RandomTruncation(0.5, 2, 5, per_stream), opt, loss="ce",
-                                  generator=torch.Generator().manual_seed(seed))
+        res = engine.train_stream(
+            model,
+            x,
+            y,
+            RandomTruncation(0.5, 2, 5, per_stream),
+            opt,
+            loss="ce",
+            generator=torch.Generator().manual_seed(seed),
+        )
         return torch.cat([p.detach().reshape(-1) for p in model.parameters()]), res.records
 
     (p1, r1), (p2, r2), (p3, _) = run(7), run(7), run(8)

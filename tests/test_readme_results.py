@@ -4,8 +4,8 @@ import shutil
 
 import pytest
 
-from tbptt_bench.report.readme import BEGIN, END, ReadmeError, replace_block, update_readme
 from tbptt_bench.report import build_report
+from tbptt_bench.report.readme import BEGIN, END, ReadmeError, replace_block, update_readme
 
 FIXTURE = __import__("pathlib").Path(__file__).parent / "fixtures" / "results"
 
@@ -24,9 +24,14 @@ def test_block_holds_the_echo_table_with_reference_lines_and_is_stable(reported)
     update_readme(readme, reported)
     first = readme.read_text(encoding="utf-8")
     assert "stale" not in first and first.endswith(f"{END}\n\n## After\n")
-    echo_table = (reported / "tables" / "cpu-amd-epyc-7b13" / "smoke" / "echo" / "r2rt.md").read_text(encoding="utf-8")
+    echo_table = (reported / "tables" / "cpu-amd-epyc-7b13" / "smoke" / "echo" / "r2rt.md").read_text(
+        encoding="utf-8"
+    )
     assert "### echo: minimum validation loss" in first
-    assert "| TF-style (4, 4) | 0.526 ± 0.008 | 0.540 |" in first and "| TF-style (4, 4) | 0.526 ± 0.008 | 0.540 |" in echo_table
+    assert (
+        "| TF-style (4, 4) | 0.526 ± 0.008 | 0.540 |" in first
+        and "| TF-style (4, 4) | 0.526 ± 0.008 | 0.540 |" in echo_table
+    )
     assert "- optimal: 0.4545" in first
     update_readme(readme, reported)
     assert readme.read_text(encoding="utf-8") == first

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tbptt_bench.report import figures, build as report, tables
-
+from tbptt_bench import styles
+from tbptt_bench.report import build as report
+from tbptt_bench.report import figures, tables
 from tbptt_bench.runs import store
 
-from tbptt_bench import styles
 FIXTURE = Path(__file__).parent / "fixtures" / "results"
 CPU, GPU = "cpu-amd-epyc-7b13", "cuda-nvidia-h100-80gb-hbm3"
 ECHO_CPU = Path(CPU) / "smoke" / "echo"
@@ -98,20 +98,36 @@ def test_r2rt_markdown_matches_hand_computed_table(built):
 
 def test_r2rt_csv_values(built):
     out, _ = built
-    rows = {(r["hidden_size"], r["style_spec"], r["lr"]): r for r in _csv_rows(out / "tables" / ECHO_CPU / "r2rt.csv")}
+    rows = {
+        (r["hidden_size"], r["style_spec"], r["lr"]): r
+        for r in _csv_rows(out / "tables" / ECHO_CPU / "r2rt.csv")
+    }
     assert len(rows) == 16
     tf = rows[("4", "tf_style(4)", "0.1")]
-    assert (tf["runs"], tf["ok"], tf["min_val_loss_mean"], tf["min_val_loss_sd"], tf["best_in_block"]) == \
-        ("2", "2", "0.526000", "0.008485", "0")
+    assert (tf["runs"], tf["ok"], tf["min_val_loss_mean"], tf["min_val_loss_sd"], tf["best_in_block"]) == (
+        "2",
+        "2",
+        "0.526000",
+        "0.008485",
+        "0",
+    )
     wp = rows[("4", "williams_peng(4)", "0.1")]
-    assert (wp["n"], wp["min_val_loss_mean"], wp["min_val_loss_sd"], wp["best_in_block"]) == ("4", "0.515000", "", "1")
+    assert (wp["n"], wp["min_val_loss_mean"], wp["min_val_loss_sd"], wp["best_in_block"]) == (
+        "4",
+        "0.515000",
+        "",
+        "1",
+    )
     rnd = rows[("4", "random(0.25)", "0.1")]
     assert (rnd["text"], rnd["diverged"], rnd["ok"], rnd["min_val_loss_mean"]) == ("diverged", "1", "0", "")
     assert rows[("4", "one_step(4)", "0.03")]["text"] == "failed"
     assert rows[("4", "full()", "0.1")]["n"] == "" and rows[("4", "full()", "0.1")]["best_in_block"] == "1"
     gpu = _csv_rows(out / "tables" / GPU / "smoke" / "echo" / "r2rt.csv")
     assert [(r["style_spec"], r["lr"], r["text"]) for r in gpu] == [
-        ("tf_style(4)", "0.1", "0.523"), ("tf_style(4)", "0.01", "0.600"), ("full()", "0.1", "0.461")]
+        ("tf_style(4)", "0.1", "0.523"),
+        ("tf_style(4)", "0.01", "0.600"),
+        ("full()", "0.1", "0.461"),
+    ]
 
 
 def test_cost_table_ratios_to_full_bptt(built):
@@ -119,19 +135,39 @@ def test_cost_table_ratios_to_full_bptt(built):
     md = (out / "tables" / ECHO_CPU / "cost.md").read_text(encoding="utf-8")
     # TF-style (4, 4), lr 0.1: mean of seeds wall (20+24)/2 = 22 s vs full 10 s; (900+1100)/2 = 1000
     # timesteps/s vs 2000; peak (100+120)/2 = 110 MiB vs 200; saved 128 KiB vs 512.
-    assert "| 4 | TF-style (4, 4) | 0.1 | 22.000 | 2.20× | 1,000 | 0.50× | 110.0 | 0.55× | 128.0 | 0.25× |" in md
-    assert "| T | Full BPTT (T, T) | 0.03 | 8.000 | 1.00× | 2,500 | 1.00× | 200.0 | 1.00× | 512.0 | 1.00× |" in md
-    assert ("Left out (no ok seed): One-step (4, 1) at lr 0.03 (failed); "
-            "Random truncation (pi=0.25) at lr 0.1 (diverged).") in md
+    assert (
+        "| 4 | TF-style (4, 4) | 0.1 | 22.000 | 2.20× | 1,000 | 0.50× | 110.0 | 0.55× | 128.0 | 0.25× |" in md
+    )
+    assert (
+        "| T | Full BPTT (T, T) | 0.03 | 8.000 | 1.00× | 2,500 | 1.00× | 200.0 | 1.00× | 512.0 | 1.00× |"
+        in md
+    )
+    assert (
+        "Left out (no ok seed): One-step (4, 1) at lr 0.03 (failed); "
+        "Random truncation (pi=0.25) at lr 0.1 (diverged)."
+    ) in md
     assert "Peak memory source: ru_maxrss" in md
-    rows = {(r["hidden_size"], r["style_spec"], r["lr"]): r for r in _csv_rows(out / "tables" / ECHO_CPU / "cost.csv")}
+    rows = {
+        (r["hidden_size"], r["style_spec"], r["lr"]): r
+        for r in _csv_rows(out / "tables" / ECHO_CPU / "cost.csv")
+    }
     wp = rows[("4", "williams_peng(4)", "0.03")]  # 80 s vs full's 8 s at lr 0.03; 250 vs 2500 timesteps/s
-    assert (wp["train_wall_s"], wp["train_wall_vs_full"], wp["timesteps_per_s_vs_full"]) == ("80.000", "10.0000", "0.1000")
+    assert (wp["train_wall_s"], wp["train_wall_vs_full"], wp["timesteps_per_s_vs_full"]) == (
+        "80.000",
+        "10.0000",
+        "0.1000",
+    )
     h16 = rows[("16", "tf_style(8)", "0.1")]  # 450/700 timesteps/s, 210/300 MiB
-    assert (h16["timesteps_per_s_vs_full"], h16["peak_mem_vs_full"], h16["saved_for_backward_KiB"]) == \
-        ("0.6429", "0.7000", "1024.000")
+    assert (h16["timesteps_per_s_vs_full"], h16["peak_mem_vs_full"], h16["saved_for_backward_KiB"]) == (
+        "0.6429",
+        "0.7000",
+        "1024.000",
+    )
     assert ("4", "one_step(4)", "0.03") not in rows and ("4", "random(0.25)", "0.1") not in rows
-    gpu = {r["style_spec"] + "@" + r["lr"]: r for r in _csv_rows(out / "tables" / GPU / "smoke" / "echo" / "cost.csv")}
+    gpu = {
+        r["style_spec"] + "@" + r["lr"]: r
+        for r in _csv_rows(out / "tables" / GPU / "smoke" / "echo" / "cost.csv")
+    }
     assert gpu["tf_style(4)@0.1"]["train_wall_vs_full"] == "5.0000"
     assert gpu["tf_style(4)@0.01"]["train_wall_vs_full"] == ""  # no full BPTT run at lr 0.01
 
@@ -143,14 +179,24 @@ def test_summary_is_written_from_the_numbers(built):
     assert "Reference lines: optimal 0.4545, partial 0.5192, no-memory 0.6616." in text
     assert "within 5% of the no-memory−optimal gap (0.0104) above it." in text
     assert "- Reaches the optimal line: Full BPTT (T, T) (0.460 at lr 0.1)." in text
-    assert ("- Reaches the partial line: TF-style (8, 8) (0.465 at lr 0.1), Williams–Peng (1, 4) (0.515 at lr 0.1), "
-            "Overlapping (2, 4) (0.518 at lr 0.1), TF-style (4, 4) (0.526 at lr 0.1).") in text
+    assert (
+        "- Reaches the partial line: TF-style (8, 8) (0.465 at lr 0.1), Williams–Peng (1, 4) (0.515 at lr 0.1), "
+        "Overlapping (2, 4) (0.518 at lr 0.1), TF-style (4, 4) (0.526 at lr 0.1)."
+    ) in text
     assert "- Stays at the no-memory line: One-step (4, 1) (0.660 at lr 0.1)." in text
-    assert "- n = 4: best is Williams–Peng (1, 4) (0.515 at lr 0.1); TF-style (4, 4) reaches 0.526 (+0.011)." in text
-    assert ("- Best truncated style: TF-style (8, 8) (0.465 at lr 0.1), against full BPTT's 0.460 at the same lr; "
-            "it costs 1.50× its training wall time, 0.70× its timesteps/s, 0.60× its peak memory.") in text
+    assert (
+        "- n = 4: best is Williams–Peng (1, 4) (0.515 at lr 0.1); TF-style (4, 4) reaches 0.526 (+0.011)."
+        in text
+    )
+    assert (
+        "- Best truncated style: TF-style (8, 8) (0.465 at lr 0.1), against full BPTT's 0.460 at the same lr; "
+        "it costs 1.50× its training wall time, 0.70× its timesteps/s, 0.60× its peak memory."
+    ) in text
     # hidden 16: 0.456 is within 5% of the gap (0.0104) of the optimal line 0.4545
-    assert "- Reaches the optimal line: Full BPTT (T, T) (0.455 at lr 0.1), TF-style (8, 8) (0.456 at lr 0.1)." in text
+    assert (
+        "- Reaches the optimal line: Full BPTT (T, T) (0.455 at lr 0.1), TF-style (8, 8) (0.456 at lr 0.1)."
+        in text
+    )
 
 
 def test_summary_follows_changed_data():
@@ -158,19 +204,28 @@ def test_summary_follows_changed_data():
     echo = runs[(runs["device_tag"] == CPU) & (runs["task"] == "echo") & (runs["hidden_size"] == 4)].copy()
     echo.loc[echo["style_spec"] == "one_step(4)", "min_val_loss"] = 0.40
     text = tables.summary_markdown(echo)
-    assert "- Reaches the optimal line: One-step (4, 1) (0.400 at lr 0.1), Full BPTT (T, T) (0.460 at lr 0.1)." in text
-    assert "- n = 4: best is One-step (4, 1) (0.400 at lr 0.1); TF-style (4, 4) reaches 0.526 (+0.126)." in text
+    assert (
+        "- Reaches the optimal line: One-step (4, 1) (0.400 at lr 0.1), Full BPTT (T, T) (0.460 at lr 0.1)."
+        in text
+    )
+    assert (
+        "- n = 4: best is One-step (4, 1) (0.400 at lr 0.1); TF-style (4, 4) reaches 0.526 (+0.126)." in text
+    )
     assert "Stays at the no-memory line" not in text
 
 
 def test_report_is_byte_identical_on_a_second_run(built, tmp_path):
     out, paths = built
     again = report.build_report(FIXTURE, tmp_path, figures=False)
-    tables_first = sorted(p.relative_to(out) for p in paths if p.parts[-4:-3] != ("figures",) and "tables" in p.parts)
-    assert sorted(p.relative_to(tmp_path) for p in again if p.name != "index.md" and p.name != "manifest.json") == \
-        [p for p in tables_first if p.name not in ("index.md", "manifest.json")]
-    for rel in (p.relative_to(tmp_path) for p in again if p.suffix in (".md", ".csv")
-                and p.name != "index.md"):
+    tables_first = sorted(
+        p.relative_to(out) for p in paths if p.parts[-4:-3] != ("figures",) and "tables" in p.parts
+    )
+    assert sorted(
+        p.relative_to(tmp_path) for p in again if p.name != "index.md" and p.name != "manifest.json"
+    ) == [p for p in tables_first if p.name not in ("index.md", "manifest.json")]
+    for rel in (
+        p.relative_to(tmp_path) for p in again if p.suffix in (".md", ".csv") and p.name != "index.md"
+    ):
         assert (tmp_path / rel).read_bytes() == (out / rel).read_bytes(), rel
     # the same figure built and saved again gives the same SVG bytes (no dates, fixed hash salt)
     loaded = store.load_runs(FIXTURE)
@@ -185,12 +240,20 @@ def test_returns_every_file_and_index_lists_them(built):
     assert all(p.is_file() for p in paths) and len(paths) == len(set(paths))
     rel = sorted(p.relative_to(out).as_posix() for p in paths)
     expected = sorted(
-        [f"tables/{g}/{n}" for g in (f"{CPU}/smoke/adding", f"{CPU}/smoke/echo", f"{GPU}/smoke/echo")
-         for n in ("r2rt.md", "r2rt.csv", "cost.md", "cost.csv", "summary.md")]
-        + [f"figures/{g}/{n}.{e}" for g in (f"{CPU}/smoke/adding", f"{CPU}/smoke/echo", f"{GPU}/smoke/echo")
-           for n in ("curves", "quality_vs_cost") for e in ("png", "svg")]
+        [
+            f"tables/{g}/{n}"
+            for g in (f"{CPU}/smoke/adding", f"{CPU}/smoke/echo", f"{GPU}/smoke/echo")
+            for n in ("r2rt.md", "r2rt.csv", "cost.md", "cost.csv", "summary.md")
+        ]
+        + [
+            f"figures/{g}/{n}.{e}"
+            for g in (f"{CPU}/smoke/adding", f"{CPU}/smoke/echo", f"{GPU}/smoke/echo")
+            for n in ("curves", "quality_vs_cost")
+            for e in ("png", "svg")
+        ]
         + [f"figures/{n}.{e}" for n in ("truncation_patterns", "gradient_norms") for e in ("png", "svg")]
-        + ["tables/index.md", "tables/manifest.json"])
+        + ["tables/index.md", "tables/manifest.json"]
+    )
     assert rel == expected
     index = (out / "tables" / "index.md").read_text(encoding="utf-8")
     for p in paths:
@@ -243,14 +306,19 @@ def test_learning_curve_and_quality_figures_are_labelled():
     assert all(ax.get_ylabel() == "validation loss (cross-entropy, nats)" for ax in fig.axes)
     assert "echo" in fig._suptitle.get_text() and CPU in fig._suptitle.get_text()
     # dashed reference lines at the task's optimal / partial / no-memory values
-    dashed = sorted({round(line.get_ydata()[0], 7) for line in fig.axes[0].lines if line.get_linestyle() == "--"})
+    dashed = sorted(
+        {round(line.get_ydata()[0], 7) for line in fig.axes[0].lines if line.get_linestyle() == "--"}
+    )
     assert dashed == [0.4544544, 0.5191667, 0.6615632]
     # the hidden-4 panel draws one line per style at its best lr, one per seed (TF-style (4, 4) has 2)
     solid = [line for line in fig.axes[0].lines if line.get_linestyle() == "-"]
     assert len(solid) == 8
     qc = figures.quality_cost_figure(group)
     ax = qc.axes[0]
-    assert (ax.get_xlabel(), ax.get_ylabel()) == ("training wall time (s)", "min validation loss (cross-entropy, nats)")
+    assert (ax.get_xlabel(), ax.get_ylabel()) == (
+        "training wall time (s)",
+        "min validation loss (cross-entropy, nats)",
+    )
     assert "echo" in ax.get_title() and CPU in ax.get_title()
 
 
@@ -265,8 +333,13 @@ def test_saved_svg_carries_axis_labels(built):
 def test_truncation_patterns_are_drawn_from_the_styles_schedules():
     T, k, pi, seed = 12, 4, 0.5, 0
     fig = figures.truncation_patterns_figure(T=T, k=k, pi=pi, seed=seed)
-    expected = [styles.full(), styles.tf_style(k), styles.williams_peng(k), styles.overlapping(2, k),
-                styles.one_step(k)]
+    expected = [
+        styles.full(),
+        styles.tf_style(k),
+        styles.williams_peng(k),
+        styles.overlapping(2, k),
+        styles.one_step(k),
+    ]
     depths = [s.depths(T) for s in expected] + [styles.random(pi).sample_depths(T, random.Random(seed))]
     panels = fig.axes[:6]
     for ax, style, d in zip(panels, expected + [styles.random(pi)], depths):
@@ -278,8 +351,24 @@ def test_truncation_patterns_are_drawn_from_the_styles_schedules():
         stars = ax.collections[0].get_offsets()
         assert [int(x) for x, _ in stars] == style.update_times(T)
         assert style.label in ax.get_title()
-        assert (ax.get_xlabel(), ax.get_ylabel()) == ("hidden state h_j reached by the gradient", "loss at step s")
-    assert depths[3] == [1, 2, 3, 4, 3, 4, 3, 4, 3, 4, 3, 4]  # overlapping(2, 4): k2-k1+1..k2 after the first window
+        assert (ax.get_xlabel(), ax.get_ylabel()) == (
+            "hidden state h_j reached by the gradient",
+            "loss at step s",
+        )
+    assert depths[3] == [
+        1,
+        2,
+        3,
+        4,
+        3,
+        4,
+        3,
+        4,
+        3,
+        4,
+        3,
+        4,
+    ]  # overlapping(2, 4): k2-k1+1..k2 after the first window
     assert depths[4].count(0) == 9  # one-step(4, 1): all but each update's last loss reach the readout only
 
 
@@ -288,9 +377,9 @@ def test_linear_rnn_gradient_norms_follow_the_eigenvalue_argument():
     plain = figures.linear_rnn_gradient_norms((0.5, 0.9, 1.0, 1.1), max_distance=30)
     clipped = figures.linear_rnn_gradient_norms((0.5, 0.9, 1.0, 1.1), max_distance=30, clip=1.0)
     for rho in (0.5, 0.9, 1.0, 1.1):
-        np.testing.assert_allclose(plain[rho], rho ** d, rtol=1e-9)  # ||(rho Q)^T^d v|| = rho^d ||v||
+        np.testing.assert_allclose(plain[rho], rho**d, rtol=1e-9)  # ||(rho Q)^T^d v|| = rho^d ||v||
         total = np.sqrt(np.sum(rho ** (2 * d)))
-        np.testing.assert_allclose(clipped[rho], rho ** d * min(1.0, 1.0 / total), rtol=1e-9)
+        np.testing.assert_allclose(clipped[rho], rho**d * min(1.0, 1.0 / total), rtol=1e-9)
         assert np.sqrt(np.sum(clipped[rho] ** 2)) <= 1.0 + 1e-12
     # the closed form against an explicit product of the same matrices
     rng = np.random.default_rng(0)
@@ -298,7 +387,9 @@ def test_linear_rnn_gradient_norms_follow_the_eigenvalue_argument():
     q = q * np.sign(np.diag(r))
     w_qh = rng.standard_normal((1, 16))
     v = w_qh.T / np.linalg.norm(w_qh)
-    assert np.linalg.norm(np.linalg.matrix_power((1.1 * q).T, 7) @ v) == pytest.approx(plain[1.1][7], rel=1e-9)
+    assert np.linalg.norm(np.linalg.matrix_power((1.1 * q).T, 7) @ v) == pytest.approx(
+        plain[1.1][7], rel=1e-9
+    )
     fig = figures.gradient_norms_figure(max_distance=30)
     assert [ax.get_yscale() for ax in fig.axes] == ["log", "log"]
     assert all(ax.get_ylabel() == "||dL/dh_t|| (log scale)" for ax in fig.axes)
@@ -322,7 +413,6 @@ def test_report_modules_never_import_torch(tmp_path):
     assert res.stdout.strip() == "ok True"
 
 
-
 def test_groups_without_any_ok_run_still_report(tmp_path):
     """A task whose runs all failed or diverged: tables say so, the figures still draw."""
     for pattern in ("echo-one_step-4-tanh4-lr0.03-*", "echo-random-0.25-tanh4-lr0.1-*"):
@@ -334,9 +424,11 @@ def test_groups_without_any_ok_run_still_report(tmp_path):
     summary = (tmp_path / "results" / "tables" / ECHO_CPU / "summary.md").read_text(encoding="utf-8")
     assert "2 runs (0 ok, 1 diverged, 1 failed)" in summary and "No configuration finished ok." in summary
     cost = (tmp_path / "results" / "tables" / ECHO_CPU / "cost.md").read_text(encoding="utf-8")
-    assert "Left out (no ok seed): One-step (4, 1) at lr 0.03 (failed); Random truncation (pi=0.25) at lr 0.1" in cost
+    assert (
+        "Left out (no ok seed): One-step (4, 1) at lr 0.03 (failed); Random truncation (pi=0.25) at lr 0.1"
+        in cost
+    )
     loaded = store.load_runs(tmp_path / "results")
     fig = figures.learning_curves_figure(loaded.runs, loaded.curves)
     assert [len(ax.lines) for ax in fig.axes] == [3, 3]  # only the three dashed reference lines
     assert figures.quality_cost_figure(loaded.runs).axes[0].get_xlabel() == "training wall time (s)"
-

@@ -52,8 +52,9 @@ def test_echo_tf_style_1_learns_nothing():
 
 @pytest.mark.parametrize("K, learns", [(5, False), (15, True)])
 def test_copy_needs_windows_longer_than_the_copy_length(K, learns):
-    best, ref = best_validation_loss("copy", overlapping(K, 2 * K - 1), "lstm", 64, 10, 64, 4000,
-                                     torch.optim.Adam, 3e-3, m=10)
+    best, ref = best_validation_loss(
+        "copy", overlapping(K, 2 * K - 1), "lstm", 64, 10, 64, 4000, torch.optim.Adam, 3e-3, m=10
+    )
     if learns:
         assert best < 0.6 * ref["no_memory"], best
     else:

@@ -9,8 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from tbptt_bench.runs.spec import (OPTIMIZERS, SWEEP_PRESETS, Budget, RunConfig, SpecError, load_spec, load_specs,
-                              parse_spec, resolve, style_slug)
+from tbptt_bench.runs.spec import (
+    OPTIMIZERS,
+    SWEEP_PRESETS,
+    Budget,
+    RunConfig,
+    SpecError,
+    load_spec,
+    load_specs,
+    parse_spec,
+    resolve,
+    style_slug,
+)
 from tbptt_bench.styles import parse_style
 
 TASKS_DIR = Path(__file__).resolve().parents[1] / "tasks"
@@ -54,7 +64,10 @@ def test_every_task_has_one_valid_spec():
 
 def _r2rt_rows(n: int) -> set[str]:
     """r2rt table rows at truncation length n: the five presets and random truncation."""
-    return {parse_style(s).spec for s in (f"tf_style({n})", f"williams_peng({n})", f"one_step({n})", f"random({1 / n})")}
+    return {
+        parse_style(s).spec
+        for s in (f"tf_style({n})", f"williams_peng({n})", f"one_step({n})", f"random({1 / n})")
+    }
 
 
 @pytest.mark.parametrize("preset", ["quick", "full"])
@@ -67,7 +80,11 @@ def test_quick_and_full_presets_hold_every_r2rt_row(name, preset):
     assert {5, 10} <= ns
     for n in ns:
         assert _r2rt_rows(n) <= styles, (name, preset, n)
-        overlapping = [parse_style(s) for s in styles if parse_style(s).preset == "overlapping" and parse_style(s).k2 == n]
+        overlapping = [
+            parse_style(s)
+            for s in styles
+            if parse_style(s).preset == "overlapping" and parse_style(s).k2 == n
+        ]
         assert overlapping and all(o.k1 < n for o in overlapping)
 
 
@@ -76,8 +93,16 @@ def test_echo_spec_mirrors_r2rt():
     assert (spec.budget.batch, spec.budget.row_len) == (200, 5000)
     assert (spec.optimizer, spec.lrs, spec.cell, spec.hidden_sizes) == ("adagrad", (0.1,), "tanh", (4, 16))
     styles = {r.style for r in resolve(spec, "full")}
-    assert {"tf_style(1)", "tf_style(5)", "tf_style(10)", "williams_peng(5)", "williams_peng(10)",
-            "full()", "random(0.2)", "random(0.1)"} <= styles
+    assert {
+        "tf_style(1)",
+        "tf_style(5)",
+        "tf_style(10)",
+        "williams_peng(5)",
+        "williams_peng(10)",
+        "full()",
+        "random(0.2)",
+        "random(0.1)",
+    } <= styles
     assert dict(spec.task_params) == {"lags": (3, 8), "effects": (0.5, -0.25), "base": 0.5}
 
 
@@ -95,11 +120,16 @@ def test_resolve_one_config_per_hidden_lr_style_seed():
     runs = resolve(spec, "full")
     assert len(runs) == 2 * 2 * 3 * 2
     assert [(r.hidden_size, r.lr, r.style, r.seed) for r in runs[:3]] == [
-        (4, 0.1, "tf_style(5)", 0), (4, 0.1, "tf_style(5)", 1), (4, 0.1, "full()", 0)]
+        (4, 0.1, "tf_style(5)", 0),
+        (4, 0.1, "tf_style(5)", 1),
+        (4, 0.1, "full()", 0),
+    ]
     assert len({r.run_id for r in runs}) == len(runs)
     smoke = resolve(spec, "smoke")
     assert [(r.hidden_size, r.lr, r.style, r.seed, r.budget.row_len, r.budget.batch) for r in smoke] == [
-        (2, 0.1, "one_step(3)", 7, 10, 8), (2, 0.01, "one_step(3)", 7, 10, 8)]
+        (2, 0.1, "one_step(3)", 7, 10, 8),
+        (2, 0.01, "one_step(3)", 7, 10, 8),
+    ]
     assert resolve(spec, "quick") == [r.__class__(**{**r.__dict__, "sweep": "quick"}) for r in runs]
 
 
@@ -134,11 +164,23 @@ BAD = [
     ("[task]\nname = 'echo'\nnmae = 1\n", "unknown key 'task.nmae'"),
     (MINIMAL.replace("batch = 8\n", "bacth = 8\n", 1), "unknown key 'budget.bacth'"),
     (MINIMAL.replace("batch = 8\n", "", 1), "missing required key 'budget.batch'"),
-    (MINIMAL.replace("batch = 8\n", "batch = '8'\n", 1), "budget.batch = '8' is not allowed: expected a positive integer"),
+    (
+        MINIMAL.replace("batch = 8\n", "batch = '8'\n", 1),
+        "budget.batch = '8' is not allowed: expected a positive integer",
+    ),
     (MINIMAL.replace("batch = 8\n", "batch = 0\n", 1), "budget.batch = 0 is not allowed"),
-    (MINIMAL.replace("warmup_updates = 0", "warmup_updates = -1"), "budget.warmup_updates = -1 is not allowed: expected an integer >= 0"),
-    (MINIMAL.replace('name = "adagrad"', 'name = "lbfgs"'), "optimizer.name = 'lbfgs' is not allowed: expected one of sgd, adam, adagrad, rmsprop"),
-    (MINIMAL.replace("lrs = [0.1, 0.01]", "lrs = 0.1"), "optimizer.lrs = 0.1 is not allowed: expected a non-empty list of positive numbers"),
+    (
+        MINIMAL.replace("warmup_updates = 0", "warmup_updates = -1"),
+        "budget.warmup_updates = -1 is not allowed: expected an integer >= 0",
+    ),
+    (
+        MINIMAL.replace('name = "adagrad"', 'name = "lbfgs"'),
+        "optimizer.name = 'lbfgs' is not allowed: expected one of sgd, adam, adagrad, rmsprop",
+    ),
+    (
+        MINIMAL.replace("lrs = [0.1, 0.01]", "lrs = 0.1"),
+        "optimizer.lrs = 0.1 is not allowed: expected a non-empty list of positive numbers",
+    ),
     (MINIMAL.replace('"full()"', '"fulll()"'), "sweep.styles"),
     (MINIMAL.replace("hidden_sizes = [4, 8]", "hidden_sizes = []"), "model.hidden_sizes = [] is not allowed"),
     (MINIMAL.replace("[presets.smoke]", "[presets.huge]"), "unknown key 'presets.huge'"),
@@ -158,7 +200,9 @@ def test_bad_specs_raise_one_line_naming_file_and_key(text, expected):
 
 def test_load_spec_names_the_file(tmp_path):
     (tmp_path / "x.toml").write_text("[task]\nname = 3\n")
-    with pytest.raises(SpecError, match=r"x\.toml: task\.name = 3 is not allowed: expected a non-empty string"):
+    with pytest.raises(
+        SpecError, match=r"x\.toml: task\.name = 3 is not allowed: expected a non-empty string"
+    ):
         load_spec(tmp_path / "x.toml")
     with pytest.raises(SpecError, match="cannot read spec file"):
         load_spec(tmp_path / "missing.toml")

@@ -20,32 +20,107 @@ CPU, GPU = "cpu-amd-epyc-7b13", "cuda-nvidia-h100-80gb-hbm3"
 
 #: The runs columns fixed by the common brief, in order.
 BRIEF_RUN_COLUMNS = [
-    "run_id", "device_tag", "sweep", "task", "loss_kind", "style_preset", "style_label", "style_spec", "style_n",
-    "k1", "k2", "pi", "cell", "hidden_size", "optimizer", "lr", "clip", "seed", "device", "device_name", "status",
-    "min_val_loss", "final_val_loss", "train_wall_s", "eval_wall_s", "updates", "timesteps", "updates_per_s",
-    "timesteps_per_s", "peak_mem_bytes", "peak_mem_source", "saved_for_backward_peak_bytes", "clip_rate",
-    "diverged_at_update", "engine_path", "ref_optimal", "ref_partial", "ref_no_memory", "torch_version",
-    "cuda_version", "git_commit"]
-BRIEF_CURVE_COLUMNS = ["run_id", "device_tag", "sweep", "task", "style_label", "style_spec", "lr", "seed", "split",
-                       "update", "timesteps", "train_wall_s", "loss"]
+    "run_id",
+    "device_tag",
+    "sweep",
+    "task",
+    "loss_kind",
+    "style_preset",
+    "style_label",
+    "style_spec",
+    "style_n",
+    "k1",
+    "k2",
+    "pi",
+    "cell",
+    "hidden_size",
+    "optimizer",
+    "lr",
+    "clip",
+    "seed",
+    "device",
+    "device_name",
+    "status",
+    "min_val_loss",
+    "final_val_loss",
+    "train_wall_s",
+    "eval_wall_s",
+    "updates",
+    "timesteps",
+    "updates_per_s",
+    "timesteps_per_s",
+    "peak_mem_bytes",
+    "peak_mem_source",
+    "saved_for_backward_peak_bytes",
+    "clip_rate",
+    "diverged_at_update",
+    "engine_path",
+    "ref_optimal",
+    "ref_partial",
+    "ref_no_memory",
+    "torch_version",
+    "cuda_version",
+    "git_commit",
+]
+BRIEF_CURVE_COLUMNS = [
+    "run_id",
+    "device_tag",
+    "sweep",
+    "task",
+    "style_label",
+    "style_spec",
+    "lr",
+    "seed",
+    "split",
+    "update",
+    "timesteps",
+    "train_wall_s",
+    "loss",
+]
 
 
 def make_records(status: str = "ok") -> tuple[dict, dict, list[dict], dict]:
-    config = {"task": "echo", "task_params": {"lag": 3}, "loss": "ce",
-              "references": {"optimal": 0.45, "no_memory": 0.66}, "reference_notes": {"optimal": "both lags"},
-              "style": tf_style(5).to_dict(), "model": {"cell": "tanh", "hidden_size": 4},
-              "optimizer": {"name": "adagrad", "lr": 0.1}, "clip": 1.0,
-              "budget": {"epochs": 1, "batch": 2, "row_len": 10, "eval_every_updates": 1, "val_len": 5},
-              "seed": 3, "sweep": "smoke", "device": "cpu"}
-    env = {k: None for k in store.ENV_KEYS} | {"device_name": "CPU X", "torch_version": "2.13.0",
-                                               "git_commit": "abc", "git_dirty": True}
-    curve = [{"split": "train", "update": 1, "timesteps": 20, "train_wall_s": 0.5, "loss": 0.7},
-             {"split": "val", "update": 1, "timesteps": 20, "train_wall_s": 0.5, "loss": 0.65},
-             {"split": "train", "update": 2, "timesteps": 40, "train_wall_s": 1.25, "loss": float("nan")}]
+    config = {
+        "task": "echo",
+        "task_params": {"lag": 3},
+        "loss": "ce",
+        "references": {"optimal": 0.45, "no_memory": 0.66},
+        "reference_notes": {"optimal": "both lags"},
+        "style": tf_style(5).to_dict(),
+        "model": {"cell": "tanh", "hidden_size": 4},
+        "optimizer": {"name": "adagrad", "lr": 0.1},
+        "clip": 1.0,
+        "budget": {"epochs": 1, "batch": 2, "row_len": 10, "eval_every_updates": 1, "val_len": 5},
+        "seed": 3,
+        "sweep": "smoke",
+        "device": "cpu",
+    }
+    env = {k: None for k in store.ENV_KEYS} | {
+        "device_name": "CPU X",
+        "torch_version": "2.13.0",
+        "git_commit": "abc",
+        "git_dirty": True,
+    }
+    curve = [
+        {"split": "train", "update": 1, "timesteps": 20, "train_wall_s": 0.5, "loss": 0.7},
+        {"split": "val", "update": 1, "timesteps": 20, "train_wall_s": 0.5, "loss": 0.65},
+        {"split": "train", "update": 2, "timesteps": 40, "train_wall_s": 1.25, "loss": float("nan")},
+    ]
     summary = {k: None for k in store.SUMMARY_KEYS} | {
-        "status": status, "min_val_loss": 0.65, "final_val_loss": float("inf"), "train_wall_s": 1.25,
-        "eval_wall_s": 0.1, "warmup_updates": 1, "updates": 2, "timesteps": 40, "timesteps_per_s": 32.0,
-        "peak_mem_bytes": 123456789, "peak_mem_source": "ru_maxrss", "clip_rate": 0.5, "engine_path": "loop"}
+        "status": status,
+        "min_val_loss": 0.65,
+        "final_val_loss": float("inf"),
+        "train_wall_s": 1.25,
+        "eval_wall_s": 0.1,
+        "warmup_updates": 1,
+        "updates": 2,
+        "timesteps": 40,
+        "timesteps_per_s": 32.0,
+        "peak_mem_bytes": 123456789,
+        "peak_mem_source": "ru_maxrss",
+        "clip_rate": 0.5,
+        "engine_path": "loop",
+    }
     return config, env, curve, summary
 
 
@@ -57,10 +132,32 @@ def test_write_run_then_load_round_trips_exact_values(tmp_path):
     assert loaded.skipped == []
     assert list(loaded.runs.columns)[: len(BRIEF_RUN_COLUMNS)] == BRIEF_RUN_COLUMNS
     row = loaded.runs.iloc[0]
-    assert (row["run_id"], row["device_tag"], row["sweep"], row["task"]) == (run.name, "cpu-x", "smoke", "echo")
-    assert (row["style_preset"], row["style_spec"], row["style_n"], row["k1"], row["k2"]) == ("tf_style", "tf_style(5)", 5, 5, 5)
-    assert (row["cell"], row["hidden_size"], row["optimizer"], row["lr"], row["clip"], row["seed"]) == ("tanh", 4, "adagrad", 0.1, 1.0, 3)
-    assert row["peak_mem_bytes"] == 123456789 and row["timesteps_per_s"] == 32.0 and row["device_name"] == "CPU X"
+    assert (row["run_id"], row["device_tag"], row["sweep"], row["task"]) == (
+        run.name,
+        "cpu-x",
+        "smoke",
+        "echo",
+    )
+    assert (row["style_preset"], row["style_spec"], row["style_n"], row["k1"], row["k2"]) == (
+        "tf_style",
+        "tf_style(5)",
+        5,
+        5,
+        5,
+    )
+    assert (row["cell"], row["hidden_size"], row["optimizer"], row["lr"], row["clip"], row["seed"]) == (
+        "tanh",
+        4,
+        "adagrad",
+        0.1,
+        1.0,
+        3,
+    )
+    assert (
+        row["peak_mem_bytes"] == 123456789
+        and row["timesteps_per_s"] == 32.0
+        and row["device_name"] == "CPU X"
+    )
     assert math.isnan(row["final_val_loss"])  # inf is written as JSON null, read back as missing
     assert row["ref_optimal"] == 0.45 and row["ref_no_memory"] == 0.66 and math.isnan(row["ref_partial"])
     assert row["ref_optimal_note"] == "both lags" and row["ref_partial_note"] is None
@@ -95,7 +192,9 @@ def test_rewriting_a_run_never_looks_complete_midway(tmp_path, monkeypatch):
     assert [p for p, _ in store.load_runs(tmp_path).skipped] == [run]
 
 
-@pytest.mark.parametrize("part, key", [("config", "loss"), ("env", "git_commit"), ("summary", "peak_mem_source")])
+@pytest.mark.parametrize(
+    "part, key", [("config", "loss"), ("env", "git_commit"), ("summary", "peak_mem_source")]
+)
 def test_write_run_rejects_missing_keys_before_writing(tmp_path, part, key):
     config, env, curve, summary = make_records()
     {"config": config, "env": env, "summary": summary}[part].pop(key)
@@ -136,7 +235,9 @@ def test_written_files_get_normal_permissions(tmp_path):
 
 
 def test_json_takes_numpy_scalars_and_writes_non_finite_as_null(tmp_path):
-    store.write_json_atomic(tmp_path / "s.json", {"a": np.float32("nan"), "b": np.int64(3), "c": [float("-inf"), 1.5]})
+    store.write_json_atomic(
+        tmp_path / "s.json", {"a": np.float32("nan"), "b": np.int64(3), "c": [float("-inf"), 1.5]}
+    )
     assert json.loads((tmp_path / "s.json").read_text()) == {"a": None, "b": 3, "c": [None, 1.5]}
 
 
@@ -151,12 +252,22 @@ def test_is_complete(tmp_path):
 
 
 def test_iter_run_dirs_ignores_derived_and_hidden_folders(tmp_path):
-    for rel in ["cpu/smoke/b", "cpu/smoke/a", "tables/x", "figures/cpu/y", "benchmarks/z", "_scratch/cpu/s/r",
-                "cpu/.tmp-run"]:
+    for rel in [
+        "cpu/smoke/b",
+        "cpu/smoke/a",
+        "tables/x",
+        "figures/cpu/y",
+        "benchmarks/z",
+        "_scratch/cpu/s/r",
+        "cpu/.tmp-run",
+    ]:
         (tmp_path / rel).mkdir(parents=True)
         (tmp_path / rel / "config.json").write_text("{}")
     (tmp_path / "cpu" / "smoke" / "a" / "nested").mkdir()
-    assert [p.relative_to(tmp_path).as_posix() for p in store.iter_run_dirs(tmp_path)] == ["cpu/smoke/a", "cpu/smoke/b"]
+    assert [p.relative_to(tmp_path).as_posix() for p in store.iter_run_dirs(tmp_path)] == [
+        "cpu/smoke/a",
+        "cpu/smoke/b",
+    ]
     assert list(store.iter_run_dirs(tmp_path / "nope")) == []
 
 
@@ -164,7 +275,9 @@ def test_load_fixture_counts_order_and_skips():
     loaded = store.load_runs(FIXTURE)
     assert len(loaded.runs) == 22
     assert loaded.runs.groupby("device_tag").size().to_dict() == {CPU: 19, GPU: 3}
-    keys = list(zip(loaded.runs["device_tag"], loaded.runs["sweep"], loaded.runs["task"], loaded.runs["run_id"]))
+    keys = list(
+        zip(loaded.runs["device_tag"], loaded.runs["sweep"], loaded.runs["task"], loaded.runs["run_id"])
+    )
     assert keys == sorted(keys)
     assert loaded.runs["status"].value_counts().to_dict() == {"ok": 20, "diverged": 1, "failed": 1}
     skipped = {p.name.rsplit("-", 1)[0]: reason for p, reason in loaded.skipped}
@@ -185,16 +298,26 @@ def test_load_runs_is_deterministic():
     pd.testing.assert_frame_equal(a.curves, b.curves)
 
 
-@pytest.mark.parametrize("damage, reason", [
-    (lambda r: (r / "curve.csv").write_text("split,update\nval,1\n"), "curve.csv header"),
-    (lambda r: (r / "curve.csv").write_text("split,update,timesteps,train_wall_s,loss\nval,x,1,1.0,1.0\n"),
-     "curve.csv line 2 has a non-number"),
-    (lambda r: (r / "curve.csv").unlink(), "curve.csv is unreadable"),
-    (lambda r: (r / "env.json").write_text("{}"), "env.json is missing keys"),
-    (lambda r: _edit(r / "config.json", lambda c: c["model"].pop("hidden_size")), "missing key 'model.hidden_size'"),
-    (lambda r: _edit(r / "config.json", lambda c: c["model"].update(hidden_size="four")), "four"),
-    (lambda r: _edit(r / "summary.json", lambda s: s.update(status="weird")), "status='weird'"),
-])
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (lambda r: (r / "curve.csv").write_text("split,update\nval,1\n"), "curve.csv header"),
+        (
+            lambda r: (r / "curve.csv").write_text(
+                "split,update,timesteps,train_wall_s,loss\nval,x,1,1.0,1.0\n"
+            ),
+            "curve.csv line 2 has a non-number",
+        ),
+        (lambda r: (r / "curve.csv").unlink(), "curve.csv is unreadable"),
+        (lambda r: (r / "env.json").write_text("{}"), "env.json is missing keys"),
+        (
+            lambda r: _edit(r / "config.json", lambda c: c["model"].pop("hidden_size")),
+            "missing key 'model.hidden_size'",
+        ),
+        (lambda r: _edit(r / "config.json", lambda c: c["model"].update(hidden_size="four")), "four"),
+        (lambda r: _edit(r / "summary.json", lambda s: s.update(status="weird")), "status='weird'"),
+    ],
+)
 def test_bad_run_folders_are_skipped_never_raised(tmp_path, damage, reason):
     good, bad = tmp_path / "cpu" / "smoke" / "a-good", tmp_path / "cpu" / "smoke" / "b-bad"
     store.write_run(good, *make_records())

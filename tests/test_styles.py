@@ -4,8 +4,19 @@ import random
 
 import pytest
 
-from tbptt_bench.styles import (PRESETS, RandomTruncation, StyleError, TBPTT, full, one_step, overlapping,
-                                parse_style, random as random_style, tf_style, williams_peng)
+from tbptt_bench.styles import (
+    PRESETS,
+    TBPTT,
+    RandomTruncation,
+    StyleError,
+    full,
+    one_step,
+    overlapping,
+    parse_style,
+    tf_style,
+    williams_peng,
+)
+from tbptt_bench.styles import random as random_style
 
 
 def test_full_bptt_one_update_reaching_all_the_way_back():
@@ -39,8 +50,10 @@ def test_tf_style_depths_one_to_k_and_the_last_short_block_reaches_k():
 
 
 @pytest.mark.parametrize("T", [1, 5, 13])
-@pytest.mark.parametrize("style", [full(), williams_peng(3), one_step(4), overlapping(3, 5), tf_style(4),
-                                   TBPTT(7, 3), TBPTT(20, 30)])
+@pytest.mark.parametrize(
+    "style",
+    [full(), williams_peng(3), one_step(4), overlapping(3, 5), tf_style(4), TBPTT(7, 3), TBPTT(20, 30)],
+)
 def test_every_loss_belongs_to_exactly_one_update(style, T):
     seen = []
     for prev, t, start in style.updates(T):
@@ -50,12 +63,27 @@ def test_every_loss_belongs_to_exactly_one_update(style, T):
 
 
 def test_presets_classify_and_round_trip_through_their_spec_string():
-    for style in [full(), williams_peng(5), one_step(5), overlapping(2, 5), tf_style(5), random_style(0.25),
-                  RandomTruncation(0.5, 3, 6, per_stream=True)]:
+    for style in [
+        full(),
+        williams_peng(5),
+        one_step(5),
+        overlapping(2, 5),
+        tf_style(5),
+        random_style(0.25),
+        RandomTruncation(0.5, 3, 6, per_stream=True),
+    ]:
         assert parse_style(style.spec) == style
-    assert [parse_style(s).preset for s in ["full()", "williams_peng(5)", "one_step(5)", "overlapping(2, 5)",
-                                            "tf_style(5)", "random(0.2)"]] == \
-        ["full", "williams_peng", "one_step", "overlapping", "tf_style", "random"]
+    assert [
+        parse_style(s).preset
+        for s in [
+            "full()",
+            "williams_peng(5)",
+            "one_step(5)",
+            "overlapping(2, 5)",
+            "tf_style(5)",
+            "random(0.2)",
+        ]
+    ] == ["full", "williams_peng", "one_step", "overlapping", "tf_style", "random"]
     assert tf_style(5).n == williams_peng(5).n == one_step(5).n == overlapping(2, 5).n == 5
     assert random_style(0.2).n == 5
     assert set(PRESETS) >= {"full", "williams_peng", "one_step", "overlapping", "tf_style", "random"}
@@ -66,26 +94,28 @@ def test_random_truncation_sample_depths_never_exceed_the_deterministic_ones():
     rng = random.Random(0)
     for _ in range(50):
         sampled = s.sample_depths(13, rng)
-        assert all(0 <= d <= full_d and (full_d == 0) == (d == 0)
-                   for d, full_d in zip(sampled, s.depths(13)))
+        assert all(0 <= d <= full_d and (full_d == 0) == (d == 0) for d, full_d in zip(sampled, s.depths(13)))
     assert RandomTruncation(1.0, 4, 6).sample_depths(13, rng) == TBPTT(4, 6).depths(13)
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: TBPTT(0, 3), "k1=0"),
-    (lambda: TBPTT(2, -1), "k2=-1"),
-    (lambda: TBPTT(2.5, 3), "k1=2.5"),
-    (lambda: TBPTT(True, 3), "k1=True"),
-    (lambda: overlapping(5, 5), "k1 < k2"),
-    (lambda: random_style(0.0), "pi=0.0"),
-    (lambda: random_style(1.5), "(0, 1]"),
-    (lambda: random_style(float("nan")), "pi=nan"),
-    (lambda: parse_style("tf_style(x)"), "'x'"),
-    (lambda: parse_style("nope(3)"), "known presets"),
-    (lambda: parse_style("tf_style"), "preset call"),
-    (lambda: parse_style("tf_style(1, 2, 3)"), "tf_style(1, 2, 3)"),
-    (lambda: full().update_times(0), "T=0"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: TBPTT(0, 3), "k1=0"),
+        (lambda: TBPTT(2, -1), "k2=-1"),
+        (lambda: TBPTT(2.5, 3), "k1=2.5"),
+        (lambda: TBPTT(True, 3), "k1=True"),
+        (lambda: overlapping(5, 5), "k1 < k2"),
+        (lambda: random_style(0.0), "pi=0.0"),
+        (lambda: random_style(1.5), "(0, 1]"),
+        (lambda: random_style(float("nan")), "pi=nan"),
+        (lambda: parse_style("tf_style(x)"), "'x'"),
+        (lambda: parse_style("nope(3)"), "known presets"),
+        (lambda: parse_style("tf_style"), "preset call"),
+        (lambda: parse_style("tf_style(1, 2, 3)"), "tf_style(1, 2, 3)"),
+        (lambda: full().update_times(0), "T=0"),
+    ],
+)
 def test_bad_values_name_the_value_and_what_is_allowed(make, message):
     with pytest.raises(StyleError, match=None) as err:
         make()

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from tbptt_bench import cli
-
 from tbptt_bench.runs import store, sweep
 from tbptt_bench.runs.spec import load_spec
 
@@ -60,7 +59,9 @@ def _records(results: Path) -> dict[str, tuple[list[tuple], dict]]:
     out = {}
     for run in store.iter_run_dirs(results):
         assert store.is_complete(run), run
-        curve = [(r["split"], r["update"], r["timesteps"], r["loss"]) for r in store._read_curve(run / "curve.csv")]
+        curve = [
+            (r["split"], r["update"], r["timesteps"], r["loss"]) for r in store._read_curve(run / "curve.csv")
+        ]
         summary = json.loads((run / "summary.json").read_text())
         out[run.name] = (curve, {k: v for k, v in summary.items() if k not in TIMING_FIELDS})
     return out
@@ -76,8 +77,18 @@ def uninterrupted(spec_file, tmp_path_factory) -> dict:
 @pytest.mark.slow  # two CLI processes with torch imports: ~40 s on a busy 2-core machine
 def test_sigkill_mid_sweep_then_rerun_equals_an_uninterrupted_sweep(spec_file, uninterrupted, tmp_path):
     results = tmp_path / "results"
-    argv = [sys.executable, "-m", "tbptt_bench", "sweep", str(spec_file), "--preset", "quick",
-            "--results", str(results), "--quiet"]
+    argv = [
+        sys.executable,
+        "-m",
+        "tbptt_bench",
+        "sweep",
+        str(spec_file),
+        "--preset",
+        "quick",
+        "--results",
+        str(results),
+        "--quiet",
+    ]
     with subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
         deadline = time.monotonic() + 300
         while not list(results.rglob("summary.json")):
@@ -100,8 +111,19 @@ def test_sigkill_mid_sweep_then_rerun_equals_an_uninterrupted_sweep(spec_file, u
 
 def test_force_replaces_runs_and_incomplete_folders_are_rerun(spec_file, uninterrupted, tmp_path):
     results = tmp_path / "results"
-    argv = ["sweep", str(spec_file), "--preset", "quick", "--results", str(results), "--quiet",
-            "--style", "tf_style(5)", "--style", "full()"]
+    argv = [
+        "sweep",
+        str(spec_file),
+        "--preset",
+        "quick",
+        "--results",
+        str(results),
+        "--quiet",
+        "--style",
+        "tf_style(5)",
+        "--style",
+        "full()",
+    ]
     assert cli.main(argv) == 0
     runs = sorted(store.iter_run_dirs(results))
     assert len(runs) == 2

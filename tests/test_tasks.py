@@ -26,10 +26,13 @@ from tbptt_bench.tasks.echo import EchoTask
 from tbptt_bench.tasks.influence import InfluenceTask, fixed_point_output, optimal_theta
 from tbptt_bench.tasks.language import LanguageTask, log_likelihood, predictive_logprobs
 
-SIGMAS = 5.0   # every Monte-Carlo comparison: |estimate - truth| <= 5 standard errors
+SIGMAS = 5.0  # every Monte-Carlo comparison: |estimate - truth| <= 5 standard errors
 
 SMALL = {  # parameter sets that keep the generic tests fast
-    "echo": {}, "copy": {"m": 4}, "adding": {"segment_length": 6}, "influence": {},
+    "echo": {},
+    "copy": {"m": 4},
+    "adding": {"segment_length": 6},
+    "influence": {},
     "language": {"vocab": 6, "n_states": 4, "n_topics": 2},
 }
 
@@ -49,7 +52,10 @@ def test_registry_covers_every_task_module():
     assert set(SMALL) == set(TASKS)
     for name, cls in TASKS.items():
         assert cls.name == name and cls.loss in ("ce", "mse")
-        assert set(cls.reference_notes) <= {"no_memory", "partial", "optimal"} and "optimal" in cls.reference_notes
+        assert (
+            set(cls.reference_notes) <= {"no_memory", "partial", "optimal"}
+            and "optimal" in cls.reference_notes
+        )
 
 
 def test_shapes_dtypes_and_class_range(task):
@@ -59,7 +65,7 @@ def test_shapes_dtypes_and_class_range(task):
     if task.loss == "ce":
         assert s.y.shape == (17, 5) and s.y.dtype == torch.int64
         assert 0 <= int(s.y.min()) and int(s.y.max()) < task.output_size
-        assert torch.equal(s.x.sum(-1), torch.ones(17, 5))          # every ce task's input is one-hot
+        assert torch.equal(s.x.sum(-1), torch.ones(17, 5))  # every ce task's input is one-hot
     else:
         assert s.y.shape == (17, 5, task.output_size) and s.y.dtype == torch.float32
 
@@ -74,7 +80,7 @@ def test_same_seed_same_stream_other_seed_or_epoch_differs(task):
     assert torch.equal(task.make_validation(0, 4, 64).x, others[-1].x)
     for o in others:
         same = torch.equal(a.x, o.x) and torch.equal(a.y, o.y)
-        assert same == task.deterministic   # only the constant influence stream may repeat
+        assert same == task.deterministic  # only the constant influence stream may repeat
 
 
 def test_validation_differs_from_every_training_epoch(task):
@@ -131,7 +137,10 @@ def _timed(fn) -> float:
 
 # -- bad input ---------------------------------------------------------------------------------
 def test_unknown_task_names_the_known_ones():
-    with pytest.raises(TaskError, match=r"task='nope' is not allowed: known tasks are echo, copy, adding, influence, language"):
+    with pytest.raises(
+        TaskError,
+        match=r"task='nope' is not allowed: known tasks are echo, copy, adding, influence, language",
+    ):
         make_task("nope")
 
 
@@ -140,49 +149,59 @@ def test_unknown_parameter_names_the_known_ones():
         make_task("echo", lagz=(3, 8))
 
 
-@pytest.mark.parametrize("name, params, named", [
-    ("echo", {"effects": (0.5, 0.25)}, "effects="),                 # p = 1.25 for bits (1, 1)
-    ("echo", {"lags": (3, 3)}, "lags="),
-    ("echo", {"lags": (3,)}, "effects="),                           # one effect per lag
-    ("echo", {"lags": (0, 8)}, "lag=0"),
-    ("echo", {"lags": "3,8"}, "lags='3,8'"),
-    ("echo", {"base": 1.5}, "base=1.5"),
-    ("echo", {"base": True}, "base=True"),
-    ("copy", {"m": 0}, "m=0"),
-    ("copy", {"m": "10"}, "m='10'"),
-    ("copy", {"m_min": 5}, "m_max=None"),
-    ("copy", {"m_min": 8, "m_max": 5}, "m_min=8"),
-    ("copy", {"m": 10, "m_min": 5, "m_max": 10}, "m=10"),
-    ("adding", {"segment_length": 1}, "segment_length=1"),
-    ("adding", {"segment_length": 2.5}, "segment_length=2.5"),
-    ("influence", {"n_plus": 24}, "n_plus=24"),
-    ("influence", {"n": 20, "n_plus": 10}, "n_plus=10 with n=20"),
-    ("influence", {"theta0": float("nan")}, "theta0=nan"),
-    ("language", {"vocab": 1}, "vocab=1"),
-    ("language", {"branching": 20}, "branching=20"),
-    ("language", {"switch_prob": 1.5}, "switch_prob=1.5"),
-    ("language", {"concentration": 0.0}, "concentration=0.0"),
-    ("language", {"source_seed": -1}, "source_seed=-1"),
-])
+@pytest.mark.parametrize(
+    "name, params, named",
+    [
+        ("echo", {"effects": (0.5, 0.25)}, "effects="),  # p = 1.25 for bits (1, 1)
+        ("echo", {"lags": (3, 3)}, "lags="),
+        ("echo", {"lags": (3,)}, "effects="),  # one effect per lag
+        ("echo", {"lags": (0, 8)}, "lag=0"),
+        ("echo", {"lags": "3,8"}, "lags='3,8'"),
+        ("echo", {"base": 1.5}, "base=1.5"),
+        ("echo", {"base": True}, "base=True"),
+        ("copy", {"m": 0}, "m=0"),
+        ("copy", {"m": "10"}, "m='10'"),
+        ("copy", {"m_min": 5}, "m_max=None"),
+        ("copy", {"m_min": 8, "m_max": 5}, "m_min=8"),
+        ("copy", {"m": 10, "m_min": 5, "m_max": 10}, "m=10"),
+        ("adding", {"segment_length": 1}, "segment_length=1"),
+        ("adding", {"segment_length": 2.5}, "segment_length=2.5"),
+        ("influence", {"n_plus": 24}, "n_plus=24"),
+        ("influence", {"n": 20, "n_plus": 10}, "n_plus=10 with n=20"),
+        ("influence", {"theta0": float("nan")}, "theta0=nan"),
+        ("language", {"vocab": 1}, "vocab=1"),
+        ("language", {"branching": 20}, "branching=20"),
+        ("language", {"switch_prob": 1.5}, "switch_prob=1.5"),
+        ("language", {"concentration": 0.0}, "concentration=0.0"),
+        ("language", {"source_seed": -1}, "source_seed=-1"),
+    ],
+)
 def test_bad_parameters_raise_task_error_naming_the_value(name, params, named):
     with pytest.raises(TaskError, match="is not allowed") as e:
         make_task(name, **params)
     assert named in str(e.value)
 
 
-@pytest.mark.parametrize("kw, named", [
-    ({"seed": -1, "epoch": 0, "batch": 2, "length": 3}, "seed=-1"),
-    ({"seed": 0, "epoch": 1.0, "batch": 2, "length": 3}, "epoch=1.0"),
-    ({"seed": 0, "epoch": 0, "batch": 0, "length": 3}, "batch=0"),
-    ({"seed": 0, "epoch": 0, "batch": 2, "length": 0}, "length=0"),
-])
+@pytest.mark.parametrize(
+    "kw, named",
+    [
+        ({"seed": -1, "epoch": 0, "batch": 2, "length": 3}, "seed=-1"),
+        ({"seed": 0, "epoch": 1.0, "batch": 2, "length": 3}, "epoch=1.0"),
+        ({"seed": 0, "epoch": 0, "batch": 0, "length": 3}, "batch=0"),
+        ({"seed": 0, "epoch": 0, "batch": 2, "length": 0}, "length=0"),
+    ],
+)
 def test_bad_stream_arguments_raise_task_error(kw, named):
     with pytest.raises(TaskError, match=f"^{named} is not allowed"):
         EchoTask().make_train(**kw)
 
 
 def test_error_messages_are_one_line():
-    for name, params in [("echo", {"effects": (0.5, 0.25)}), ("copy", {"m_min": 3}), ("language", {"vocab": 0})]:
+    for name, params in [
+        ("echo", {"effects": (0.5, 0.25)}),
+        ("copy", {"m_min": 3}),
+        ("language", {"vocab": 0}),
+    ]:
         with pytest.raises(TaskError) as e:
             make_task(name, **params)
         assert "\n" not in str(e.value)
@@ -216,13 +235,13 @@ def test_echo_references_for_general_lags_match_monte_carlo():
     s = task.make_train(seed=5, epoch=0, batch=200, length=2500)
     X, Y = _tokens(s).astype(float), s.y.numpy()
     pad = 6
-    p = 0.4 + 0.3 * X[pad - 6:-6] + -0.2 * X[pad - 2:-2] + 0.15 * X[pad - 4:-4]   # for steps t >= 6
+    p = 0.4 + 0.3 * X[pad - 6 : -6] + -0.2 * X[pad - 2 : -2] + 0.15 * X[pad - 4 : -4]  # for steps t >= 6
     y = Y[pad:]
     # optimal: the Bayes predictor's loss on the stream, within 5 standard errors
     losses = -np.where(y == 1, np.log(p), np.log1p(-p))
     assert abs(losses.mean() - refs["optimal"]) <= SIGMAS * losses.std() / math.sqrt(losses.size)
     # partial: knows only the shortest lag (2): its P(Y=1 | X_{t-2}) averages over the other lags
-    q = np.where(X[pad - 2:-2] == 1, 0.4 - 0.2 + (0.3 + 0.15) / 2, 0.4 + (0.3 + 0.15) / 2)
+    q = np.where(X[pad - 2 : -2] == 1, 0.4 - 0.2 + (0.3 + 0.15) / 2, 0.4 + (0.3 + 0.15) / 2)
     losses = -np.where(y == 1, np.log(q), np.log1p(-q))
     assert abs(losses.mean() - refs["partial"]) <= SIGMAS * losses.std() / math.sqrt(losses.size)
     m = Y.mean()
@@ -243,7 +262,7 @@ def _decode_copy(x_row: np.ndarray) -> np.ndarray:
                 shown, recall = [], 0
             shown.append(int(sym))
             out.append(BLANK)
-        else:                                # a blank input: the show phase is over, c = len(shown)
+        else:  # a blank input: the show phase is over, c = len(shown)
             out.append(shown[recall])
             recall += 1
     return np.array(out)
@@ -256,15 +275,15 @@ def test_copy_targets_are_the_inputs_c_steps_earlier(params):
     X, Y = _tokens(s), s.y.numpy()
     lo, hi = task.c_range
     for b in range(6):
-        assert X[0, b] == START                                   # rows start at a segment start
-        np.testing.assert_array_equal(_decode_copy(X[:, b]), Y[:, b])   # optimal = 0 is reachable
+        assert X[0, b] == START  # rows start at a segment start
+        np.testing.assert_array_equal(_decode_copy(X[:, b]), Y[:, b])  # optimal = 0 is reachable
         starts = np.flatnonzero(X[:, b] == START)
-        for a, e in zip(starts[:-1], starts[1:]):                 # every complete segment
+        for a, e in zip(starts[:-1], starts[1:]):  # every complete segment
             c = (e - a) // 2
             assert e - a == 2 * c and lo <= c <= hi
-            assert np.all(X[a + 1:a + c, b] >= 2) and np.all(X[a + c:e, b] == BLANK)
-            assert np.all(Y[a:a + c, b] == BLANK)
-            np.testing.assert_array_equal(Y[a + c:e, b], X[a:a + c, b])
+            assert np.all(X[a + 1 : a + c, b] >= 2) and np.all(X[a + c : e, b] == BLANK)
+            assert np.all(Y[a : a + c, b] == BLANK)
+            np.testing.assert_array_equal(Y[a + c : e, b], X[a : a + c, b])
 
 
 def test_copy_lengths_and_symbols_are_uniform():
@@ -291,7 +310,7 @@ def test_copy_no_memory_matches_monte_carlo(params):
     np.add.at(joint, (X.ravel(), Y.ravel()), 1.0)
     losses = -np.log((joint / joint.sum(axis=1, keepdims=True))[X, Y])
     rows = np.array([losses[: np.flatnonzero(X[:, b] == START)[-1], b].mean() for b in range(X.shape[1])])
-    se = rows.std() / math.sqrt(rows.size)                      # rows are independent
+    se = rows.std() / math.sqrt(rows.size)  # rows are independent
     assert abs(rows.mean() - task.references()["no_memory"]) <= SIGMAS * se + 1e-5
 
 
@@ -305,7 +324,7 @@ def test_copy_no_memory_closed_form_for_m10():
 @pytest.mark.parametrize("L", [2, 7, 20])
 def test_adding_markers_query_and_targets(L):
     task = AddingTask(segment_length=L)
-    s = task.make_train(seed=1, epoch=0, batch=8, length=L * 30 + L // 2)   # ends mid-segment
+    s = task.make_train(seed=1, epoch=0, batch=8, length=L * 30 + L // 2)  # ends mid-segment
     x, y = s.x.double().numpy(), s.y.double().numpy()[..., 0]
     n_full = 30
     seg = lambda a: a[: n_full * L].reshape(n_full, L, *a.shape[1:])  # noqa: E731
@@ -324,7 +343,7 @@ def test_adding_value_and_marker_distributions():
     x = s.x.double().numpy().reshape(200, L, 100, 3)
     v = x[..., 0]
     assert abs(v.mean() - 0.5) <= SIGMAS * math.sqrt(1 / 12 / v.size)
-    pos = x[..., 1].sum(axis=(0, 2))                 # marker count per position in the segment
+    pos = x[..., 1].sum(axis=(0, 2))  # marker count per position in the segment
     n = 200 * 100
     assert np.all(np.abs(pos / n - 0.1) <= SIGMAS * math.sqrt(0.1 * 0.9 / n)), pos
 
@@ -337,7 +356,7 @@ def test_adding_references_match_monte_carlo(L):
     x, y = s.x.double().numpy(), s.y.double().numpy()[..., 0]
     # memoryless: on a query step predict value + 1/2 if it is marked, else 1; elsewhere 0
     pred = np.where(x[..., 2] == 1, np.where(x[..., 1] == 1, x[..., 0] + 0.5, 1.0), 0.0)
-    err = ((pred - y) ** 2).reshape(-1, L).sum(1) / L       # per segment: independent samples
+    err = ((pred - y) ** 2).reshape(-1, L).sum(1) / L  # per segment: independent samples
     assert abs(err.mean() - refs["no_memory"]) <= SIGMAS * err.std() / math.sqrt(err.size)
     # with memory: sum the marked values since the last query, exactly the target
     marked = x[..., 0] * x[..., 1]
@@ -383,10 +402,12 @@ def test_influence_references_match_the_models_fixed_point():
             model.theta.fill_(theta)
             fixed = torch.linalg.solve(eye - model.A, theta * model.u).expand(2, -1)
             params = model.params()
-            np.testing.assert_allclose(model.cell(params, torch.ones(2, 1, dtype=torch.float64), fixed), fixed, atol=1e-12)
+            np.testing.assert_allclose(
+                model.cell(params, torch.ones(2, 1, dtype=torch.float64), fixed), fixed, atol=1e-12
+            )
             out = model.readout(params, model.features(fixed))
             assert float((out[0, 0] - 1) ** 2) == pytest.approx(loss, abs=1e-12)
-    assert task.references(s) == {"no_memory": 16.0, "optimal": 0.0}        # s*^1(0.5) = -3
+    assert task.references(s) == {"no_memory": 16.0, "optimal": 0.0}  # s*^1(0.5) = -3
 
 
 # -- language -----------------------------------------------------------------------------------
@@ -413,7 +434,9 @@ def test_forward_algorithm_equals_brute_force_enumeration(K, V, T):
     # the per-step predictive terms are conditionals: log p(w_1..w_t+1) - log p(w_1..w_t)
     lp = predictive_logprobs(pi, P, E, tokens)
     for t in range(1, T):
-        want = _brute_log_likelihood(pi, P, E, tokens[: t + 1, 0]) - _brute_log_likelihood(pi, P, E, tokens[:t, 0])
+        want = _brute_log_likelihood(pi, P, E, tokens[: t + 1, 0]) - _brute_log_likelihood(
+            pi, P, E, tokens[:t, 0]
+        )
         assert lp[t - 1, 0] == pytest.approx(want, abs=1e-12)
 
 
@@ -421,9 +444,13 @@ def test_language_optimal_reference_equals_brute_force_on_a_tiny_source():
     task = LanguageTask(vocab=3, n_states=2, branching=2, n_topics=2, switch_prob=0.2)
     src = task.source()
     v = task.make_validation(seed=0, batch=3, length=4)
-    w = np.concatenate([_tokens(v)[:1], v.y.numpy()], axis=0)          # w_1..w_5 per row
-    losses = [_brute_log_likelihood(src.pi, src.P, src.E, w[:t, b]) - _brute_log_likelihood(src.pi, src.P, src.E, w[:t + 1, b])
-              for b in range(3) for t in range(1, 5)]
+    w = np.concatenate([_tokens(v)[:1], v.y.numpy()], axis=0)  # w_1..w_5 per row
+    losses = [
+        _brute_log_likelihood(src.pi, src.P, src.E, w[:t, b])
+        - _brute_log_likelihood(src.pi, src.P, src.E, w[: t + 1, b])
+        for b in range(3)
+        for t in range(1, 5)
+    ]
     assert task.references(v)["optimal"] == pytest.approx(np.mean(losses), abs=1e-12)
 
 
@@ -435,9 +462,9 @@ def test_language_source_is_a_stationary_sparse_hmm():
     np.testing.assert_allclose(src.P.sum(1), 1.0, atol=1e-12)
     np.testing.assert_allclose(src.E.sum(1), 1.0, atol=1e-12)
     np.testing.assert_allclose(src.pi @ src.P, src.pi, atol=1e-12)
-    fast = src.P[: task.n_states, : task.n_states] / (1 - task.switch_prob)   # topic 0 -> topic 0 block
+    fast = src.P[: task.n_states, : task.n_states] / (1 - task.switch_prob)  # topic 0 -> topic 0 block
     assert np.all((fast > 0).sum(1) <= task.branching)
-    assert task.source() is src                                              # cached
+    assert task.source() is src  # cached
     other = LanguageTask(source_seed=1).source()
     assert not np.allclose(other.E, src.E)
 
@@ -480,7 +507,7 @@ def test_language_streams_are_drawn_from_the_source_the_references_assume():
     gap = np.zeros(w.shape[1])
     for t in range(1, len(w)):
         prior = post @ src.P
-        pred = prior @ src.E                                     # p(w_t | w_<t), (B, V)
+        pred = prior @ src.E  # p(w_t | w_<t), (B, V)
         gap += -np.log(pred[rows, w[t]]) + (pred * np.log(pred)).sum(1)
         post = prior * src.E[:, w[t]].T
         post /= post.sum(1, keepdims=True)
@@ -490,7 +517,7 @@ def test_language_streams_are_drawn_from_the_source_the_references_assume():
 
 def test_language_generates_fast():
     task = LanguageTask()
-    task.make_train(seed=0, epoch=0, batch=2, length=2)                    # build the source
+    task.make_train(seed=0, epoch=0, batch=2, length=2)  # build the source
     best = min(_timed(lambda: task.make_train(seed=0, epoch=e, batch=64, length=2000)) for e in range(2))
     assert best < 1.0, f"64 x 2000 language steps took {best:.2f} s"
 

@@ -24,11 +24,14 @@ def test_every_task_trains_under_every_preset(name, style):
     model = make_model(cell, task.input_size, hidden, task.output_size, **task.model_kwargs())
     before = [p.detach().clone() for p in model.parameters()]
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-    result = train_stream(model, stream.x, stream.y, style, opt, loss=task.loss,
-                          generator=torch.Generator().manual_seed(0))
+    result = train_stream(
+        model, stream.x, stream.y, style, opt, loss=task.loss, generator=torch.Generator().manual_seed(0)
+    )
     assert [r.t for r in result.records] == style.update_times(12)
     assert all(math.isfinite(r.loss) and math.isfinite(r.grad_norm) for r in result.records)
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters())), "an update must change something"
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters())), (
+        "an update must change something"
+    )
     val = task.make_validation(seed=0, batch=2, length=12)
     loss, _ = evaluate_stream(model, val.x, val.y, task.loss)
     assert math.isfinite(loss)

@@ -46,7 +46,7 @@ Where they differ from SPEC.md (each difference is pinned by tests/test_baseline
 from __future__ import annotations
 
 import random as _random
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -54,8 +54,17 @@ from torch import Tensor, nn
 
 from .models import ElmanRNN
 
-__all__ = ["BaselineError", "TorchElman", "torch_elman", "ENGINE_NAMES", "chunked_rnn", "rnncell_loop",
-           "retain_graph_k1k2", "rerun_window", "BASELINES"]
+__all__ = [
+    "BASELINES",
+    "ENGINE_NAMES",
+    "BaselineError",
+    "TorchElman",
+    "chunked_rnn",
+    "rerun_window",
+    "retain_graph_k1k2",
+    "rnncell_loop",
+    "torch_elman",
+]
 
 
 class BaselineError(ValueError):
@@ -63,8 +72,13 @@ class BaselineError(ValueError):
 
 
 #: Our ElmanRNN parameter name -> the TorchElman parameter holding the same weights.
-ENGINE_NAMES = {"W_hx": "rnn.weight_ih_l0", "W_hh": "rnn.weight_hh_l0", "b_h": "rnn.bias_ih_l0",
-                "W_qh": "head.weight", "b_q": "head.bias"}
+ENGINE_NAMES = {
+    "W_hx": "rnn.weight_ih_l0",
+    "W_hh": "rnn.weight_hh_l0",
+    "b_h": "rnn.bias_ih_l0",
+    "W_qh": "head.weight",
+    "b_q": "head.bias",
+}
 
 
 class TorchElman(nn.Module):
@@ -92,9 +106,13 @@ class TorchElman(nn.Module):
 def torch_elman(model: ElmanRNN) -> TorchElman:
     """A TorchElman on ``model``'s device and dtype with its weights copied (W_hx -> weight_ih_l0, ...)."""
     if not isinstance(model, ElmanRNN) or model.nonlinearity != "tanh":
-        raise BaselineError(f"model={type(model).__name__} is not allowed: the baselines copy a tanh ElmanRNN")
+        raise BaselineError(
+            f"model={type(model).__name__} is not allowed: the baselines copy a tanh ElmanRNN"
+        )
     p = model.W_hh
-    net = TorchElman(model.input_size, model.hidden_size, model.output_size, bias=model.bias).to(p.device, p.dtype)
+    net = TorchElman(model.input_size, model.hidden_size, model.output_size, bias=model.bias).to(
+        p.device, p.dtype
+    )
     with torch.no_grad():
         for ours, theirs in net.engine_params().items():
             theirs.copy_(getattr(model, ours))
@@ -110,13 +128,19 @@ def _loss_fn(loss: str) -> Callable[[Tensor, Tensor], Tensor]:
     raise BaselineError(f"loss={loss!r} is not allowed: use 'mse' or 'ce'")
 
 
-def _check(net, x: Tensor, y: Tensor, loss: str, optional: tuple[str, ...] = (), **ks: int | None) -> tuple[int, Callable]:
+def _check(
+    net, x: Tensor, y: Tensor, loss: str, optional: tuple[str, ...] = (), **ks: int | None
+) -> tuple[int, Callable]:
     if not isinstance(net, TorchElman):
         raise BaselineError(f"net={type(net).__name__} is not allowed: build one with torch_elman(model)")
     if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[0] < 1:
-        raise BaselineError(f"x with shape {tuple(getattr(x, 'shape', ()))} is not allowed: x must be (T, B, D), T >= 1")
+        raise BaselineError(
+            f"x with shape {tuple(getattr(x, 'shape', ()))} is not allowed: x must be (T, B, D), T >= 1"
+        )
     if not isinstance(y, Tensor) or tuple(y.shape[:2]) != tuple(x.shape[:2]):
-        raise BaselineError(f"y with shape {tuple(getattr(y, 'shape', ()))} is not allowed: y must start with (T, B) = {tuple(x.shape[:2])}")
+        raise BaselineError(
+            f"y with shape {tuple(getattr(y, 'shape', ()))} is not allowed: y must start with (T, B) = {tuple(x.shape[:2])}"
+        )
     for name, k in ks.items():
         if k is None and name in optional:
             continue
@@ -137,8 +161,15 @@ def _floats(losses: list[Tensor]) -> list[float]:
     return torch.stack(losses).tolist() if losses else []
 
 
-def chunked_rnn(net: TorchElman, x: Tensor, y: Tensor, optimizer: torch.optim.Optimizer, loss: str = "mse",
-                k: int | None = None, k2: int | None = None) -> list[float]:
+def chunked_rnn(
+    net: TorchElman,
+    x: Tensor,
+    y: Tensor,
+    optimizer: torch.optim.Optimizer,
+    loss: str = "mse",
+    k: int | None = None,
+    k2: int | None = None,
+) -> list[float]:
     """TBPTT(k, k2) with one fused ``nn.RNN`` call per chunk of k steps, state detached between chunks.
 
     ``k=None`` is the whole sequence (full BPTT in one kernel); ``k2`` (<= k, default k) runs the
@@ -165,9 +196,17 @@ def chunked_rnn(net: TorchElman, x: Tensor, y: Tensor, optimizer: torch.optim.Op
     return _floats(out)
 
 
-def rnncell_loop(net: TorchElman, x: Tensor, y: Tensor, optimizer: torch.optim.Optimizer, loss: str = "mse",
-                 k: int | None = None, k2: int | None = None, pi: float | None = None,
-                 generator: _random.Random | None = None) -> list[float]:
+def rnncell_loop(
+    net: TorchElman,
+    x: Tensor,
+    y: Tensor,
+    optimizer: torch.optim.Optimizer,
+    loss: str = "mse",
+    k: int | None = None,
+    k2: int | None = None,
+    pi: float | None = None,
+    generator: _random.Random | None = None,
+) -> list[float]:
     """TBPTT(k, k2) as a Python loop over ``nn.RNNCell``; with ``pi``, random truncation on top.
 
     Random truncation (SPEC.md): each recurrent edge inside an update's window gets xi = 0
@@ -193,7 +232,7 @@ def rnncell_loop(net: TorchElman, x: Tensor, y: Tensor, optimizer: torch.optim.O
                 feats.append(h)
         h = h.detach()
         for t in range(c, b):
-            if t > c and pi is not None:          # the edge h_t -> h_{t+1} inside the window
+            if t > c and pi is not None:  # the edge h_t -> h_{t+1} inside the window
                 xi = 1.0 / pi if rng.random() < pi else 0.0
                 h_rec = h.detach() if xi == 0.0 else h.detach() + (h - h.detach()) * xi
             else:
@@ -205,8 +244,16 @@ def rnncell_loop(net: TorchElman, x: Tensor, y: Tensor, optimizer: torch.optim.O
     return _floats(out)
 
 
-def retain_graph_k1k2(net: TorchElman, x: Tensor, y: Tensor, optimizer: torch.optim.Optimizer, loss: str = "mse",
-                      k1: int = 1, k2: int = 1, zero_state_grads: bool = False) -> list[float]:
+def retain_graph_k1k2(
+    net: TorchElman,
+    x: Tensor,
+    y: Tensor,
+    optimizer: torch.optim.Optimizer,
+    loss: str = "mse",
+    k1: int = 1,
+    k2: int = 1,
+    zero_state_grads: bool = False,
+) -> list[float]:
     """The forum TBPTT(k1, k2) recipe: one ``nn.RNNCell`` step at a time on a detached leaf state,
     a list of (state_in, state_out) pairs; every k1 steps backprop the step's loss, then walk back
     k2 - 1 pairs with ``retain_graph=True`` (when k1 < k2). Differences to SPEC.md: module docstring.
@@ -220,8 +267,9 @@ def retain_graph_k1k2(net: TorchElman, x: Tensor, y: Tensor, optimizer: torch.op
         return {n: p.clone() if p.requires_grad else p for n, p in live.items()}
 
     w = weights() if retain else live
-    states: list[tuple[Tensor | None, Tensor]] = [(None, torch.zeros(x.shape[1], net.rnn.hidden_size,
-                                                                      device=x.device, dtype=x.dtype))]
+    states: list[tuple[Tensor | None, Tensor]] = [
+        (None, torch.zeros(x.shape[1], net.rnn.hidden_size, device=x.device, dtype=x.dtype))
+    ]
     out = []
     for t in range(T):
         state = states[-1][1].detach().requires_grad_(True)
@@ -249,12 +297,15 @@ def retain_graph_k1k2(net: TorchElman, x: Tensor, y: Tensor, optimizer: torch.op
     return _floats(out)
 
 
-def rerun_window(net: TorchElman, x: Tensor, y: Tensor, optimizer: torch.optim.Optimizer, loss: str = "mse",
-                 n: int = 1) -> list[float]:
+def rerun_window(
+    net: TorchElman, x: Tensor, y: Tensor, optimizer: torch.optim.Optimizer, loss: str = "mse", n: int = 1
+) -> list[float]:
     """TBPTT(1, n) by re-running the window: at every step t, run ``nn.RNN`` over steps t-n+1..t
     from the stored, detached h_{t-n} with the current parameters and backprop l_t alone."""
     T, fn = _check(net, x, y, loss, n=n)
-    hist = [torch.zeros(1, x.shape[1], net.rnn.hidden_size, device=x.device, dtype=x.dtype)]  # h_{t-n} .. h_{t-1}
+    hist = [
+        torch.zeros(1, x.shape[1], net.rnn.hidden_size, device=x.device, dtype=x.dtype)
+    ]  # h_{t-n} .. h_{t-1}
     out = []
     for t in range(1, T + 1):
         a = max(t - n, 0)

@@ -19,10 +19,10 @@ import inspect
 import re
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-__all__ = ["main", "build_parser", "find_specs_dir"]
+__all__ = ["build_parser", "find_specs_dir", "main"]
 
 PROG = "tbptt-bench"
 
@@ -76,8 +76,10 @@ def find_specs_dir(explicit: str | None = None) -> Path:
     repo = Path(__file__).resolve().parents[2] / "tasks"
     if repo.is_dir():
         return repo
-    raise SpecError("no tasks/ folder of <task>.toml specs found in the current folder or beside the package; "
-                    "pass --specs-dir DIR")
+    raise SpecError(
+        "no tasks/ folder of <task>.toml specs found in the current folder or beside the package; "
+        "pass --specs-dir DIR"
+    )
 
 
 def _load_specs(names: Sequence[str], specs_dir: str | None):
@@ -99,7 +101,9 @@ def _load_specs(names: Sequence[str], specs_dir: str | None):
         elif n in by_name:
             out.append(by_name[n])
         else:
-            raise CLIError(f"unknown task {n!r}: known task specs are {', '.join(sorted(by_name)) or '(none)'}")
+            raise CLIError(
+                f"unknown task {n!r}: known task specs are {', '.join(sorted(by_name)) or '(none)'}"
+            )
     return out
 
 
@@ -107,10 +111,11 @@ def _load_specs(names: Sequence[str], specs_dir: str | None):
 def _cmd_list(args) -> int:
     from . import styles
     from .runs.spec import SWEEP_PRESETS, SpecError, load_specs
-    from .runs.store import iter_run_dirs, is_complete
+    from .runs.store import is_complete, iter_run_dirs
 
     try:
         from .tasks import TASKS
+
         print("tasks (registry):", ", ".join(TASKS))
     except ImportError:
         print("tasks (registry): unavailable (tbptt_bench.tasks is missing)")
@@ -118,8 +123,10 @@ def _cmd_list(args) -> int:
         specs_dir = find_specs_dir(args.specs_dir)
         print(f"task specs ({specs_dir}):")
         for s in load_specs(specs_dir):
-            print(f"  {Path(s.path).stem:10s} task={s.task} cell={s.cell} styles={len(s.styles)} "
-                  f"presets={', '.join(s.presets) or '-'}")
+            print(
+                f"  {Path(s.path).stem:10s} task={s.task} cell={s.cell} styles={len(s.styles)} "
+                f"presets={', '.join(s.presets) or '-'}"
+            )
     except SpecError as e:
         print(f"task specs: none ({e})")
     print("styles (presets; write them as calls, e.g. tf_style(5)):")
@@ -174,15 +181,29 @@ def _sweep(args, preset: str) -> int:
     _check_writable(results)
     n_todo = sum(1 for r in runs if args.force or r.state != "complete")
     if not args.quiet:
-        print(f"{PROG}: {len(runs)} runs ({preset}, {tag}): {n_todo} to train, {len(runs) - n_todo} complete",
-              flush=True)
+        print(
+            f"{PROG}: {len(runs)} runs ({preset}, {tag}): {n_todo} to train, {len(runs) - n_todo} complete",
+            flush=True,
+        )
         for r in runs:
             if r.state == "incomplete":
                 print(f"{PROG}: rerunning {r.run_dir} ({r.reason})", flush=True)
-    counts = sweep.execute(runs, results, device, backend=args.backend, jobs=args.jobs, threads=args.threads,
-                           force=args.force, quiet=args.quiet, address=args.address)
+    counts = sweep.execute(
+        runs,
+        results,
+        device,
+        backend=args.backend,
+        jobs=args.jobs,
+        threads=args.threads,
+        force=args.force,
+        quiet=args.quiet,
+        address=args.address,
+    )
     if not args.quiet:
-        print(f"{PROG}: done: " + ", ".join(f"{k} {counts.get(k, 0)}" for k in ("ok", "diverged", "failed", "skipped")))
+        print(
+            f"{PROG}: done: "
+            + ", ".join(f"{k} {counts.get(k, 0)}" for k in ("ok", "diverged", "failed", "skipped"))
+        )
     return 1 if counts.get("failed") else 0
 
 
@@ -203,7 +224,7 @@ def _cmd_run(args) -> int:
     status = _sweep(args, args.preset)
     if args.dry_run:
         return status
-    from .report.build import build_report   # lazy: sweeping needs no pandas/seaborn import
+    from .report.build import build_report  # lazy: sweeping needs no pandas/seaborn import
 
     for p in build_report(Path(args.results)):
         print(p)
@@ -211,8 +232,8 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from .report.readme import update_readme
     from .report.build import build_report
+    from .report.readme import update_readme
 
     if not Path(args.results_dir).is_dir():
         raise CLIError(f"results folder {args.results_dir!r} does not exist")
@@ -230,7 +251,9 @@ def _cmd_compare(args) -> int:
         from .report.compare import compare
     except ModuleNotFoundError as e:
         if e.name and e.name.startswith("tbptt_bench"):
-            raise CLIError("the compare module (tbptt_bench.report.compare) is not available in this installation") from None
+            raise CLIError(
+                "the compare module (tbptt_bench.report.compare) is not available in this installation"
+            ) from None
         raise
     for d in args.dirs:
         if not Path(d).is_dir():
@@ -242,26 +265,70 @@ def _cmd_compare(args) -> int:
 
 # -- parser -----------------------------------------------------------------------------------
 def _sweep_flags(p: argparse.ArgumentParser, default_preset: str) -> None:
-    p.add_argument("specs", nargs="*", metavar="SPEC",
-                   help="task names (e.g. echo) or spec files (tasks/echo.toml); default: every spec in tasks/")
-    p.add_argument("--preset", default=default_preset, choices=("smoke", "quick", "full"),
-                   help=f"sweep size: smoke (seconds), quick (minutes), full (the real comparison); default {default_preset}")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"),
-                   help="where to train; auto picks cuda, then mps, then cpu (default auto)")
-    p.add_argument("--seeds", type=_seed_count, metavar="N", help="run seeds 0..N-1 instead of the spec's seeds")
-    p.add_argument("--style", action="append", metavar="STYLE",
-                   help="run only this style, e.g. 'tf_style(5)' (repeat for several); default: the spec's styles")
+    p.add_argument(
+        "specs",
+        nargs="*",
+        metavar="SPEC",
+        help="task names (e.g. echo) or spec files (tasks/echo.toml); default: every spec in tasks/",
+    )
+    p.add_argument(
+        "--preset",
+        default=default_preset,
+        choices=("smoke", "quick", "full"),
+        help=f"sweep size: smoke (seconds), quick (minutes), full (the real comparison); default {default_preset}",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda", "mps"),
+        help="where to train; auto picks cuda, then mps, then cpu (default auto)",
+    )
+    p.add_argument(
+        "--seeds", type=_seed_count, metavar="N", help="run seeds 0..N-1 instead of the spec's seeds"
+    )
+    p.add_argument(
+        "--style",
+        action="append",
+        metavar="STYLE",
+        help="run only this style, e.g. 'tf_style(5)' (repeat for several); default: the spec's styles",
+    )
     p.add_argument("--results", default="results", metavar="DIR", help="results folder (default results/)")
-    p.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
-                   help="worker processes running at once, each run in a fresh process (default 1)")
-    p.add_argument("--threads", type=_positive_int, default=1, metavar="N",
-                   help="torch intra-op threads per run (default 1: small RNNs are latency-bound)")
-    p.add_argument("--backend", default="local", choices=("local", "ray"),
-                   help="local processes, or Ray tasks (needs `pip install tbptt-bench[ray]`); default local")
-    p.add_argument("--address", metavar="ADDR", help="Ray cluster address (default: start a local Ray instance)")
-    p.add_argument("--dry-run", action="store_true", help="print the plan (and which runs are complete); train nothing")
-    p.add_argument("--force", action="store_true", help="rerun complete runs too (each old folder is replaced atomically)")
-    p.add_argument("--specs-dir", metavar="DIR", help="folder of <task>.toml specs (default: ./tasks or the checkout's tasks/)")
+    p.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="worker processes running at once, each run in a fresh process (default 1)",
+    )
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="torch intra-op threads per run (default 1: small RNNs are latency-bound)",
+    )
+    p.add_argument(
+        "--backend",
+        default="local",
+        choices=("local", "ray"),
+        help="local processes, or Ray tasks (needs `pip install tbptt-bench[ray]`); default local",
+    )
+    p.add_argument(
+        "--address", metavar="ADDR", help="Ray cluster address (default: start a local Ray instance)"
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the plan (and which runs are complete); train nothing"
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="rerun complete runs too (each old folder is replaced atomically)",
+    )
+    p.add_argument(
+        "--specs-dir",
+        metavar="DIR",
+        help="folder of <task>.toml specs (default: ./tasks or the checkout's tasks/)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-run lines")
 
 
@@ -269,34 +336,73 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="A benchmark for truncated backpropagation through time.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser, required=True)
 
-    p = sub.add_parser("list", help="tasks, styles, sweep presets and the devices seen in a results folder",
-                       description="List tasks, styles, sweep presets and the devices seen in a results folder.")
-    p.add_argument("--results", default="results", metavar="DIR", help="results folder to look in (default results/)")
-    p.add_argument("--specs-dir", metavar="DIR", help="folder of <task>.toml specs (default: ./tasks or the checkout's tasks/)")
+    p = sub.add_parser(
+        "list",
+        help="tasks, styles, sweep presets and the devices seen in a results folder",
+        description="List tasks, styles, sweep presets and the devices seen in a results folder.",
+    )
+    p.add_argument(
+        "--results", default="results", metavar="DIR", help="results folder to look in (default results/)"
+    )
+    p.add_argument(
+        "--specs-dir",
+        metavar="DIR",
+        help="folder of <task>.toml specs (default: ./tasks or the checkout's tasks/)",
+    )
     p.set_defaults(func=_cmd_list)
 
-    p = sub.add_parser("sweep", help="train every run of a sweep preset that is not complete yet",
-                       description="Train every run of a sweep preset that is not complete yet.")
+    p = sub.add_parser(
+        "sweep",
+        help="train every run of a sweep preset that is not complete yet",
+        description="Train every run of a sweep preset that is not complete yet.",
+    )
     _sweep_flags(p, "smoke")
     p.set_defaults(func=_cmd_sweep)
 
-    p = sub.add_parser("run", help="the quick sweep of every task, then the report",
-                       description="The quick sweep (same flags as sweep), then the report.")
+    p = sub.add_parser(
+        "run",
+        help="the quick sweep of every task, then the report",
+        description="The quick sweep (same flags as sweep), then the report.",
+    )
     _sweep_flags(p, "quick")
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("report", help="tables and figures from the records in a results folder",
-                       description="Regenerate tables/ and figures/ in a results folder from its run records.")
-    p.add_argument("results_dir", nargs="?", default="results", metavar="RESULTS_DIR",
-                   help="results folder (default results/)")
-    p.add_argument("--readme", metavar="FILE",
-                   help="also rewrite the block between the results markers of this README (e.g. README.md)")
+    p = sub.add_parser(
+        "report",
+        help="tables and figures from the records in a results folder",
+        description="Regenerate tables/ and figures/ in a results folder from its run records.",
+    )
+    p.add_argument(
+        "results_dir",
+        nargs="?",
+        default="results",
+        metavar="RESULTS_DIR",
+        help="results folder (default results/)",
+    )
+    p.add_argument(
+        "--readme",
+        metavar="FILE",
+        help="also rewrite the block between the results markers of this README (e.g. README.md)",
+    )
     p.set_defaults(func=_cmd_report)
 
-    p = sub.add_parser("compare", help="hardware timings side by side for several results folders",
-                       description="Timings and memory of the same runs on several devices, side by side.")
-    p.add_argument("dirs", nargs="+", metavar="DIR", help="results folders (or device folders) to compare; the first is the baseline")
-    p.add_argument("--out", default="results/compare", metavar="DIR", help="where to write the comparison (default results/compare)")
+    p = sub.add_parser(
+        "compare",
+        help="hardware timings side by side for several results folders",
+        description="Timings and memory of the same runs on several devices, side by side.",
+    )
+    p.add_argument(
+        "dirs",
+        nargs="+",
+        metavar="DIR",
+        help="results folders (or device folders) to compare; the first is the baseline",
+    )
+    p.add_argument(
+        "--out",
+        default="results/compare",
+        metavar="DIR",
+        help="where to write the comparison (default results/compare)",
+    )
     p.set_defaults(func=_cmd_compare)
     return parser
 
@@ -323,4 +429,6 @@ def _is_input_error(e: Exception) -> bool:
     """The project's own ValueError subclasses (and the missing-ray BackendError) are bad input."""
     from .runs.sweep import BackendError
 
-    return isinstance(e, BackendError) or (isinstance(e, ValueError) and type(e).__module__.startswith("tbptt_bench"))
+    return isinstance(e, BackendError) or (
+        isinstance(e, ValueError) and type(e).__module__.startswith("tbptt_bench")
+    )

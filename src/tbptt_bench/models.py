@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable, Mapping, Union
+from collections.abc import Callable, Mapping
+from typing import Union
 
 import torch
 import torch.nn.functional as F
@@ -34,8 +35,19 @@ from torch import Tensor, nn
 State = Union[Tensor, tuple[Tensor, ...]]
 Params = Mapping[str, Tensor]
 
-__all__ = ["State", "Params", "RecurrentModel", "ElmanRNN", "GRUModel", "LSTMModel",
-           "InfluenceBalancingRNN", "MODELS", "make_model", "map_state", "ModelError"]
+__all__ = [
+    "MODELS",
+    "ElmanRNN",
+    "GRUModel",
+    "InfluenceBalancingRNN",
+    "LSTMModel",
+    "ModelError",
+    "Params",
+    "RecurrentModel",
+    "State",
+    "make_model",
+    "map_state",
+]
 
 
 class ModelError(ValueError):
@@ -91,7 +103,7 @@ class RecurrentModel(nn.Module):
         return h[0] if isinstance(h, tuple) else h
 
     def readout(self, params: Params, f: Tensor) -> Tensor:
-        return F.linear(f, params["W_qh"], params.get("b_q"))   # one addmm: o = f W_qh^T + b_q
+        return F.linear(f, params["W_qh"], params.get("b_q"))  # one addmm: o = f W_qh^T + b_q
 
     def window(self, params: Params, x: Tensor, h: State) -> tuple[Tensor, State]:
         """Run ``len(x)`` steps from ``h``; return stacked features (L, B, H) and the last state."""
@@ -111,8 +123,16 @@ class RecurrentModel(nn.Module):
 class ElmanRNN(RecurrentModel):
     """h_t = f(W_hx x_t + W_hh h_{t-1} + b_h), o_t = W_qh h_t + b_q, f = tanh or identity."""
 
-    def __init__(self, input_size: int, hidden_size: int, output_size: int,
-                 nonlinearity: str = "tanh", bias: bool = True, *, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        output_size: int,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        *,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__()
         if nonlinearity not in ("tanh", "linear"):
             raise ModelError(f"nonlinearity={nonlinearity!r} is not allowed: use 'tanh' or 'linear'")
@@ -146,7 +166,9 @@ class ElmanRNN(RecurrentModel):
         weights = [params["W_hx"], params["W_hh"]]
         if "b_h" in params:
             weights += [params["b_h"], torch.zeros_like(params["b_h"])]
-        out, h_n = _fused(torch.rnn_tanh, x, h.unsqueeze(0), weights, "b_h" in params, 1, 0.0, True, False, False)
+        out, h_n = _fused(
+            torch.rnn_tanh, x, h.unsqueeze(0), weights, "b_h" in params, 1, 0.0, True, False, False
+        )
         return out, h_n.squeeze(0)
 
 
@@ -155,8 +177,15 @@ class GRUModel(RecurrentModel):
 
     fused_window = True
 
-    def __init__(self, input_size: int, hidden_size: int, output_size: int, bias: bool = True,
-                 *, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        output_size: int,
+        bias: bool = True,
+        *,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__()
         _check_sizes(input_size, hidden_size, output_size)
         self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, output_size
@@ -176,11 +205,16 @@ class GRUModel(RecurrentModel):
         return w + [params["b_ih"], params["b_hh"]] if "b_ih" in params else w
 
     def cell(self, params: Params, x: Tensor, h: Tensor) -> Tensor:
-        return torch.gru_cell(x, h, *self._weights(params)) if "b_ih" in params else \
-            torch.gru_cell(x, h, params["W_ih"], params["W_hh"])
+        return (
+            torch.gru_cell(x, h, *self._weights(params))
+            if "b_ih" in params
+            else torch.gru_cell(x, h, params["W_ih"], params["W_hh"])
+        )
 
     def window(self, params: Params, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-        out, h_n = _fused(torch.gru, x, h.unsqueeze(0), self._weights(params), "b_ih" in params, 1, 0.0, True, False, False)
+        out, h_n = _fused(
+            torch.gru, x, h.unsqueeze(0), self._weights(params), "b_ih" in params, 1, 0.0, True, False, False
+        )
         return out, h_n.squeeze(0)
 
 
@@ -189,8 +223,15 @@ class LSTMModel(RecurrentModel):
 
     fused_window = True
 
-    def __init__(self, input_size: int, hidden_size: int, output_size: int, bias: bool = True,
-                 *, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        output_size: int,
+        bias: bool = True,
+        *,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__()
         _check_sizes(input_size, hidden_size, output_size)
         self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, output_size
@@ -216,9 +257,13 @@ class LSTMModel(RecurrentModel):
     def cell(self, params: Params, x: Tensor, h: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         return tuple(torch.lstm_cell(x, h, *self._weights(params)))
 
-    def window(self, params: Params, x: Tensor, h: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    def window(
+        self, params: Params, x: Tensor, h: tuple[Tensor, Tensor]
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         hx = (h[0].unsqueeze(0), h[1].unsqueeze(0))
-        out, h_n, c_n = _fused(torch.lstm, x, hx, self._weights(params), "b_ih" in params, 1, 0.0, True, False, False)
+        out, h_n, c_n = _fused(
+            torch.lstm, x, hx, self._weights(params), "b_ih" in params, 1, 0.0, True, False, False
+        )
         return out, (h_n.squeeze(0), c_n.squeeze(0))
 
 
@@ -231,11 +276,21 @@ class InfluenceBalancingRNN(RecurrentModel):
     influence on the loss, so short truncation pushes it the wrong way.
     """
 
-    def __init__(self, input_size: int = 1, hidden_size: int = 23, output_size: int = 1,
-                 n_plus: int = 10, theta0: float = 0.5, *, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        input_size: int = 1,
+        hidden_size: int = 23,
+        output_size: int = 1,
+        n_plus: int = 10,
+        theta0: float = 0.5,
+        *,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__()
         if (input_size, output_size) != (1, 1):
-            raise ModelError(f"input_size={input_size}, output_size={output_size} are not allowed: the influence system takes 1 and 1")
+            raise ModelError(
+                f"input_size={input_size}, output_size={output_size} are not allowed: the influence system takes 1 and 1"
+            )
         _check_sizes(input_size, hidden_size, output_size)
         if not 0 <= n_plus <= hidden_size:
             raise ModelError(f"n_plus={n_plus} is not allowed: it must lie in [0, hidden_size={hidden_size}]")
@@ -247,7 +302,9 @@ class InfluenceBalancingRNN(RecurrentModel):
         self.register_buffer("u", u)
 
     def init_state(self, batch: int, *, device=None, dtype=None) -> Tensor:
-        return torch.ones(batch, self.hidden_size, device=device or self.theta.device, dtype=dtype or self.theta.dtype)
+        return torch.ones(
+            batch, self.hidden_size, device=device or self.theta.device, dtype=dtype or self.theta.dtype
+        )
 
     def cell(self, params: Params, x: Tensor, h: Tensor) -> Tensor:
         return h @ self.A.T + x * (params["theta"] * self.u)

@@ -24,22 +24,23 @@ from __future__ import annotations
 import math
 import random as _random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import Union
 
 __all__ = [
+    "PRESETS",
     "TBPTT",
     "RandomTruncation",
     "Style",
-    "PRESETS",
+    "StyleError",
     "full",
-    "williams_peng",
     "one_step",
     "overlapping",
-    "tf_style",
-    "random",
     "parse_style",
-    "StyleError",
+    "random",
+    "tf_style",
+    "williams_peng",
 ]
 
 
@@ -51,7 +52,9 @@ def _check_k(name: str, value: int | None) -> None:
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise StyleError(f"{name}={value!r} is not allowed: {name} must be a positive integer (or None for the whole sequence)")
+        raise StyleError(
+            f"{name}={value!r} is not allowed: {name} must be a positive integer (or None for the whole sequence)"
+        )
 
 
 @dataclass(frozen=True)
@@ -151,8 +154,17 @@ class TBPTT:
         }.get(p, f"tbptt({k1}, {k2})")
 
     def to_dict(self) -> dict:
-        return {"kind": "tbptt", "preset": self.preset, "k1": self.k1, "k2": self.k2, "pi": None,
-                "per_stream": False, "label": self.label, "n": self.n, "spec": self.spec}
+        return {
+            "kind": "tbptt",
+            "preset": self.preset,
+            "k1": self.k1,
+            "k2": self.k2,
+            "pi": None,
+            "per_stream": False,
+            "label": self.label,
+            "n": self.n,
+            "spec": self.spec,
+        }
 
 
 @dataclass(frozen=True)
@@ -170,7 +182,12 @@ class RandomTruncation:
 
     def __post_init__(self) -> None:
         pi = self.pi
-        if isinstance(pi, bool) or not isinstance(pi, (int, float)) or not (0.0 < float(pi) <= 1.0) or math.isnan(pi):
+        if (
+            isinstance(pi, bool)
+            or not isinstance(pi, (int, float))
+            or not (0.0 < float(pi) <= 1.0)
+            or math.isnan(pi)
+        ):
             raise StyleError(f"pi={pi!r} is not allowed: pi must be a number in (0, 1]")
         _check_k("k1", self.k1)
         _check_k("k2", self.k2)
@@ -235,8 +252,17 @@ class RandomTruncation:
         return f"random_tbptt({self.pi!r}, {self.k1}, {self.k2}, {self.per_stream})"
 
     def to_dict(self) -> dict:
-        return {"kind": "random", "preset": "random", "k1": self.k1, "k2": self.k2, "pi": self.pi,
-                "per_stream": self.per_stream, "label": self.label, "n": self.n, "spec": self.spec}
+        return {
+            "kind": "random",
+            "preset": "random",
+            "k1": self.k1,
+            "k2": self.k2,
+            "pi": self.pi,
+            "per_stream": self.per_stream,
+            "label": self.label,
+            "n": self.n,
+            "spec": self.spec,
+        }
 
 
 Style = Union[TBPTT, RandomTruncation]
@@ -317,7 +343,9 @@ def _literal(text: str) -> int | float | bool | None:
     try:
         return float(t)
     except ValueError:
-        raise StyleError(f"style argument {t!r} is not allowed: use integers, numbers, None/T or True/False") from None
+        raise StyleError(
+            f"style argument {t!r} is not allowed: use integers, numbers, None/T or True/False"
+        ) from None
 
 
 def parse_style(text: str) -> Style:
@@ -326,7 +354,9 @@ def parse_style(text: str) -> Style:
         raise StyleError(f"style {text!r} is not allowed: write it as a string like 'tf_style(5)'")
     m = _CALL.match(text)
     if not m:
-        raise StyleError(f"style {text!r} is not allowed: write a preset call like 'tf_style(5)'; presets: {', '.join(PRESETS)}")
+        raise StyleError(
+            f"style {text!r} is not allowed: write a preset call like 'tf_style(5)'; presets: {', '.join(PRESETS)}"
+        )
     name, args = m.group(1), m.group(2)
     if name not in PRESETS:
         raise StyleError(f"style {name!r} is not allowed: known presets are {', '.join(PRESETS)}")

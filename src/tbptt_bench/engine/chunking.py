@@ -23,17 +23,17 @@ from dataclasses import dataclass
 
 from ..styles import RandomTruncation, Style
 
-__all__ = ["ChunkPlan", "plan_chunks", "needs_stored_history"]
+__all__ = ["ChunkPlan", "needs_stored_history", "plan_chunks"]
 
 
 @dataclass(frozen=True)
 class ChunkPlan:
-    a: int            #: the chunk runs steps a+1 .. b (1-based); h_a is its input state
+    a: int  #: the chunk runs steps a+1 .. b (1-based); h_a is its input state
     b: int
-    update: int       #: the update its losses belong to (the first update time >= b)
+    update: int  #: the update its losses belong to (the first update time >= b)
     prev_update: int  #: the update before that (0 at the start): losses of (prev_update, update]
-    in_window: bool   #: inside its own update's backward window, so its cell needs a graph
-    last_use: int     #: the last update whose window still contains it (free its graph after)
+    in_window: bool  #: inside its own update's backward window, so its cell needs a graph
+    last_use: int  #: the last update whose window still contains it (free its graph after)
 
 
 def plan_chunks(style: Style, T: int, cut_random_edges: bool = True) -> list[ChunkPlan]:

@@ -11,7 +11,7 @@ cross-entropy of class indices. ``LOSS_GRADS`` gives d(sum)/do for paths that ba
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

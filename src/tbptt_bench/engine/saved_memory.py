@@ -26,7 +26,7 @@ import torch
 class _Handle:
     """Stands in for a saved tensor; the count drops when autograd frees it."""
 
-    __slots__ = ("tensor", "__weakref__")
+    __slots__ = ("__weakref__", "tensor")
 
     def __init__(self, tensor: torch.Tensor):
         self.tensor = tensor
@@ -65,7 +65,7 @@ class SavedTensorMeter:
     def _unpack(h):
         return h.tensor if isinstance(h, _Handle) else h
 
-    def __enter__(self) -> "SavedTensorMeter":
+    def __enter__(self) -> SavedTensorMeter:
         self._ctx.__enter__()
         return self
 

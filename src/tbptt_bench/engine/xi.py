@@ -21,8 +21,16 @@ import torch
 from torch import Tensor
 
 
-def draw_window_xi(pi: float | None, per_stream: bool, generator: torch.Generator | None, start: int, u: int,
-                   batch: int, device, dtype) -> Tensor | None:
+def draw_window_xi(
+    pi: float | None,
+    per_stream: bool,
+    generator: torch.Generator | None,
+    start: int,
+    u: int,
+    batch: int,
+    device,
+    dtype,
+) -> Tensor | None:
     """Multipliers (edges, B or 1, 1) for edges j = start+2 .. u; row j - start - 2 is edge j.
     None when there is no random truncation."""
     if pi is None:

@@ -22,14 +22,15 @@ import logging
 import math
 import os
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..runs import store
 from .tables import csv_text, fmt_lr, md_table, plain
 
-__all__ = ["compare", "CompareError", "Source", "run_timings", "benchmark_timings"]
+__all__ = ["CompareError", "Source", "benchmark_timings", "compare", "run_timings"]
 
 log = logging.getLogger("tbptt_bench.report.compare")
 MiB = 1024.0 * 1024.0
@@ -78,11 +79,13 @@ def run_timings(dirs: Sequence[Path]) -> tuple[list[Source], dict[tuple, dict[So
                 groups.setdefault(tuple(rec[k] for k in KEY), []).append(rec)
             for key, recs in groups.items():
                 per_key.setdefault(key, {})[src] = {
-                    "runs": len(recs), "style_label": recs[0]["style_label"],
+                    "runs": len(recs),
+                    "style_label": recs[0]["style_label"],
                     "device_name": recs[0]["device_name"],
                     "timesteps_per_s": _mean([r["timesteps_per_s"] for r in recs]),
                     "peak_mem_bytes": _mean([r["peak_mem_bytes"] for r in recs]),
-                    "peak_mem_source": recs[0]["peak_mem_source"]}
+                    "peak_mem_source": recs[0]["peak_mem_source"],
+                }
     return sources, per_key
 
 
@@ -110,8 +113,9 @@ def _bench_files(folder: Path) -> list[Path]:
     return sorted(root.rglob("*.json")) if root.is_dir() else []
 
 
-def benchmark_timings(dirs: Sequence[Path],
-                      prefer: Sequence[str] = ()) -> tuple[list[str], dict[tuple, dict[str, dict]]]:
+def benchmark_timings(
+    dirs: Sequence[Path], prefer: Sequence[str] = ()
+) -> tuple[list[str], dict[tuple, dict[str, dict]]]:
     """Devices and {(group, style, impl): {device: {name, median_s, timesteps_per_s, file}}}.
 
     Devices named in ``prefer`` (e.g. the sources' device names, in argument order) come first, the
@@ -124,21 +128,37 @@ def benchmark_timings(dirs: Sequence[Path],
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(doc, dict) and "benchmarks" not in doc and "machine_info" not in doc:
-                continue                     # another JSON kept beside them (e.g. a probe report)
+                continue  # another JSON kept beside them (e.g. a probe report)
             machine, benches = doc.get("machine_info") or {}, doc["benchmarks"]
             for b in benches:
                 extra, params = b.get("extra_info") or {}, b.get("params") or {}
-                cpu = (machine.get("cpu") or {}).get("brand_raw") if isinstance(machine.get("cpu"), dict) else None
-                device = str(extra.get("device_name") or machine.get("device_name") or extra.get("device")
-                             or cpu or path.parent.name)
-                key = (str(b.get("group") or ""), str(extra.get("style") or params.get("style") or b["name"]),
-                       str(extra.get("impl") or params.get("impl") or ""))
+                cpu = (
+                    (machine.get("cpu") or {}).get("brand_raw")
+                    if isinstance(machine.get("cpu"), dict)
+                    else None
+                )
+                device = str(
+                    extra.get("device_name")
+                    or machine.get("device_name")
+                    or extra.get("device")
+                    or cpu
+                    or path.parent.name
+                )
+                key = (
+                    str(b.get("group") or ""),
+                    str(extra.get("style") or params.get("style") or b["name"]),
+                    str(extra.get("impl") or params.get("impl") or ""),
+                )
                 if device not in seen:
                     seen.append(device)
                 table.setdefault(key, {})[device] = {
-                    "name": b["name"], "median_s": float(b["stats"]["median"]),
-                    "timesteps_per_s": None if extra.get("timesteps_per_s") is None
-                    else float(extra["timesteps_per_s"]), "file": path}
+                    "name": b["name"],
+                    "median_s": float(b["stats"]["median"]),
+                    "timesteps_per_s": None
+                    if extra.get("timesteps_per_s") is None
+                    else float(extra["timesteps_per_s"]),
+                    "file": path,
+                }
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             log.warning("skipped benchmark file %s: %s", path, e)
     devices = [d for d in dict.fromkeys(prefer) if d in seen] + [d for d in seen if d not in prefer]
@@ -167,15 +187,24 @@ def compare(dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> li
     shared = {k: v for k, v in per_key.items() if len(v) >= 2}
     base = sources[0] if sources else None
     written: list[Path] = []
-    md = ["# Hardware comparison", "",
-          "Sources (folder → device tag): " + ("; ".join(f"`{s.label}` from `{s.folder.as_posix()}`" for s in sources)
-                                               or "none") + ".",
-          f"Baseline: `{base.label}`. Speedup = timesteps/s ÷ the baseline's, same task, sweep, model, "
-          "optimizer, style and lr; means over seeds that finished ok." if base else "No runs found.", ""]
+    md = [
+        "# Hardware comparison",
+        "",
+        "Sources (folder → device tag): "
+        + ("; ".join(f"`{s.label}` from `{s.folder.as_posix()}`" for s in sources) or "none")
+        + ".",
+        f"Baseline: `{base.label}`. Speedup = timesteps/s ÷ the baseline's, same task, sweep, model, "
+        "optimizer, style and lr; means over seeds that finished ok."
+        if base
+        else "No runs found.",
+        "",
+    ]
     rows_csv, table = [], []
     header = ["task", "sweep", "model", "lr", "style"]
     for s in sources:
-        header += [f"{s.label} timesteps/s", f"{s.label} peak MiB"] + ([] if s == base else [f"{s.label} speedup"])
+        header += [f"{s.label} timesteps/s", f"{s.label} peak MiB"] + (
+            [] if s == base else [f"{s.label} speedup"]
+        )
     for key in sorted(shared, key=_key_sort):
         task, sweep, cell, hidden, opt, spec, lr = key
         entry = shared[key]
@@ -189,9 +218,26 @@ def compare(dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> li
             speed = _ratio(tps, base_tps)
             line += [_fmt(tps, ",.0f"), _fmt(peak, ".1f")] + ([] if s == base else [_fmt(speed, ".2f", "×")])
             if e:
-                rows_csv.append([task, sweep, cell, hidden, opt, e["style_label"], spec, fmt_lr(lr), s.label,
-                                 s.device_tag, e["device_name"], e["runs"], _fmt(tps, ".3f", ""),
-                                 _fmt(peak, ".3f"), e["peak_mem_source"] or "", _fmt(speed, ".4f")])
+                rows_csv.append(
+                    [
+                        task,
+                        sweep,
+                        cell,
+                        hidden,
+                        opt,
+                        e["style_label"],
+                        spec,
+                        fmt_lr(lr),
+                        s.label,
+                        s.device_tag,
+                        e["device_name"],
+                        e["runs"],
+                        _fmt(tps, ".3f", ""),
+                        _fmt(peak, ".3f"),
+                        e["peak_mem_source"] or "",
+                        _fmt(speed, ".4f"),
+                    ]
+                )
         table.append(line)
     if table:
         md += ["## Runs", ""] + md_table(header, table, "lllll" + "r" * (len(header) - 5)) + [""]
@@ -215,24 +261,69 @@ def compare(dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> li
                 line += [_fmt(e and e["median_s"] * 1e3, ".3f"), _fmt(e and e["timesteps_per_s"], ",.0f")]
                 line += [_fmt(sp, ".2f", "×")] if i else []
                 if e:
-                    bench_rows.append([*key, d, e["name"], f"{e['median_s']:.9f}",
-                                       _fmt(e["timesteps_per_s"], ".3f").replace("—", ""),
-                                       _fmt(sp, ".4f").replace("—", "")])
+                    bench_rows.append(
+                        [
+                            *key,
+                            d,
+                            e["name"],
+                            f"{e['median_s']:.9f}",
+                            _fmt(e["timesteps_per_s"], ".3f").replace("—", ""),
+                            _fmt(sp, ".4f").replace("—", ""),
+                        ]
+                    )
             btable.append(line)
-        md += ["## pytest-benchmark", "", f"Baseline device: `{devices[0]}`. Speedup = timesteps/s ÷ the "
-               "baseline's (median time ratio where timesteps/s is missing).", ""]
+        md += [
+            "## pytest-benchmark",
+            "",
+            f"Baseline device: `{devices[0]}`. Speedup = timesteps/s ÷ the "
+            "baseline's (median time ratio where timesteps/s is missing).",
+            "",
+        ]
         md += md_table(bhead, btable, "lll" + "r" * (len(bhead) - 3)) + [""]
     store.write_text_atomic(out / "compare.md", "\n".join(md))
     written.append(out / "compare.md")
-    store.write_text_atomic(out / "compare.csv", csv_text(
-        ["task", "sweep", "cell", "hidden_size", "optimizer", "style_label", "style_spec", "lr", "source",
-         "device_tag", "device_name", "ok_runs", "timesteps_per_s", "peak_mem_MiB", "peak_mem_source",
-         "speedup_vs_baseline"], [[("" if v == "—" else v) for v in r] for r in rows_csv]))
+    store.write_text_atomic(
+        out / "compare.csv",
+        csv_text(
+            [
+                "task",
+                "sweep",
+                "cell",
+                "hidden_size",
+                "optimizer",
+                "style_label",
+                "style_spec",
+                "lr",
+                "source",
+                "device_tag",
+                "device_name",
+                "ok_runs",
+                "timesteps_per_s",
+                "peak_mem_MiB",
+                "peak_mem_source",
+                "speedup_vs_baseline",
+            ],
+            [[("" if v == "—" else v) for v in r] for r in rows_csv],
+        ),
+    )
     written.append(out / "compare.csv")
     if bench_rows:
-        store.write_text_atomic(out / "benchmarks.csv", csv_text(
-            ["group", "style", "impl", "device", "name", "median_s", "timesteps_per_s", "speedup_vs_baseline"],
-            bench_rows))
+        store.write_text_atomic(
+            out / "benchmarks.csv",
+            csv_text(
+                [
+                    "group",
+                    "style",
+                    "impl",
+                    "device",
+                    "name",
+                    "median_s",
+                    "timesteps_per_s",
+                    "speedup_vs_baseline",
+                ],
+                bench_rows,
+            ),
+        )
         written.append(out / "benchmarks.csv")
     if table:
         written += _figure(sources, shared, out / "compare")
@@ -251,14 +342,27 @@ def _figure(sources: list[Source], shared: dict, stem: Path) -> list[Path]:
         for s in sources:
             e = shared[key].get(s)
             if e and e["timesteps_per_s"] is not None:
-                rows.append({"config": f"{task}: {e['style_label']}\n{cell}{hidden}, lr {fmt_lr(lr)}",
-                             "device": s.label, "timesteps/s": e["timesteps_per_s"]})
+                rows.append(
+                    {
+                        "config": f"{task}: {e['style_label']}\n{cell}{hidden}, lr {fmt_lr(lr)}",
+                        "device": s.label,
+                        "timesteps/s": e["timesteps_per_s"],
+                    }
+                )
     data = pd.DataFrame(rows)
     with F._style():
         fig, axes = F._new_figure(1, 1, max(6.5, 1.3 * data["config"].nunique() + 3.5), 4.0)
         ax = axes[0][0]
-        sns.barplot(data=data, x="config", y="timesteps/s", hue="device", hue_order=[s.label for s in sources],
-                    palette="colorblind", ax=ax, errorbar=None)
+        sns.barplot(
+            data=data,
+            x="config",
+            y="timesteps/s",
+            hue="device",
+            hue_order=[s.label for s in sources],
+            palette="colorblind",
+            ax=ax,
+            errorbar=None,
+        )
         ax.set_yscale("log")
         F._plain_log_ticks(ax.yaxis)
         ax.set_xlabel("task: style, model and learning rate")

@@ -19,20 +19,41 @@ import csv
 import io
 import math
 import statistics
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import pandas as pd
 
-__all__ = ["Cell", "ModelGroup", "model_groups", "cell_text", "r2rt_tables", "cost_tables",
-           "summary_markdown", "references", "fmt_lr", "md_table", "csv_text", "plain", "LOSS_UNITS",
-           "STYLE_ORDER"]
+__all__ = [
+    "LOSS_UNITS",
+    "STYLE_ORDER",
+    "Cell",
+    "ModelGroup",
+    "cell_text",
+    "cost_tables",
+    "csv_text",
+    "fmt_lr",
+    "md_table",
+    "model_groups",
+    "plain",
+    "r2rt_tables",
+    "references",
+    "summary_markdown",
+]
 
 #: What the loss numbers are, per config "loss".
 LOSS_UNITS = {"ce": "cross-entropy, nats", "mse": "mean squared error"}
 #: Row order inside an r2rt block (SPEC.md's presets; anything else after them).
-STYLE_ORDER = {"tf_style": 0, "williams_peng": 1, "overlapping": 2, "one_step": 3, "random": 4, "tbptt": 5,
-               "full": 6}
+STYLE_ORDER = {
+    "tf_style": 0,
+    "williams_peng": 1,
+    "overlapping": 2,
+    "one_step": 3,
+    "random": 4,
+    "tbptt": 5,
+    "full": 6,
+}
 REF_NAMES = (("optimal", "optimal"), ("partial", "partial"), ("no_memory", "no-memory"))
 MiB, KiB = 1024.0 * 1024.0, 1024.0
 DASH = "—"
@@ -103,14 +124,31 @@ class Cell:
 
     @property
     def order(self) -> tuple:
-        return (STYLE_ORDER.get(self.style_preset, 9), self.k1 or 0, self.k2 or 0, self.pi or 0.0,
-                self.style_spec)
+        return (
+            STYLE_ORDER.get(self.style_preset, 9),
+            self.k1 or 0,
+            self.k2 or 0,
+            self.pi or 0.0,
+            self.style_spec,
+        )
 
     @classmethod
-    def demo(cls, values: Sequence[float], diverged: int = 0, failed: int = 0) -> "Cell":
+    def demo(cls, values: Sequence[float], diverged: int = 0, failed: int = 0) -> Cell:
         """A cell for examples and tests."""
-        return cls("tf_style(4)", "TF-style (4, 4)", "tf_style", 4, 4, 4, None, 0.1,
-                   len(values) + diverged + failed, diverged, failed, tuple(values))
+        return cls(
+            "tf_style(4)",
+            "TF-style (4, 4)",
+            "tf_style",
+            4,
+            4,
+            4,
+            None,
+            0.1,
+            len(values) + diverged + failed,
+            diverged,
+            failed,
+            tuple(values),
+        )
 
 
 def cell_text(c: Cell) -> str:
@@ -169,13 +207,23 @@ def model_groups(runs: pd.DataFrame) -> list[ModelGroup]:
         ok = [r for r in rs if r["status"] == "ok"]
         r0 = rs[0]
         cell = Cell(
-            style_spec=r0["style_spec"], style_label=r0["style_label"], style_preset=r0["style_preset"],
-            n=r0["style_n"], k1=r0["k1"], k2=r0["k2"], pi=r0["pi"], lr=r0["lr"], runs=len(rs),
-            diverged=sum(r["status"] == "diverged" for r in rs), failed=sum(r["status"] == "failed" for r in rs),
+            style_spec=r0["style_spec"],
+            style_label=r0["style_label"],
+            style_preset=r0["style_preset"],
+            n=r0["style_n"],
+            k1=r0["k1"],
+            k2=r0["k2"],
+            pi=r0["pi"],
+            lr=r0["lr"],
+            runs=len(rs),
+            diverged=sum(r["status"] == "diverged" for r in rs),
+            failed=sum(r["status"] == "failed" for r in rs),
             values=tuple(r["min_val_loss"] for r in ok if r["min_val_loss"] is not None),
-            wall_s=_mean(r["train_wall_s"] for r in ok), timesteps_per_s=_mean(r["timesteps_per_s"] for r in ok),
+            wall_s=_mean(r["train_wall_s"] for r in ok),
+            timesteps_per_s=_mean(r["timesteps_per_s"] for r in ok),
             peak_mem_bytes=_mean(r["peak_mem_bytes"] for r in ok),
-            saved_bytes=_mean(r["saved_for_backward_peak_bytes"] for r in ok))
+            saved_bytes=_mean(r["saved_for_backward_peak_bytes"] for r in ok),
+        )
         groups.setdefault(key[:4], []).append(cell)
     return [ModelGroup(*k, cells=tuple(v)) for k, v in groups.items()]
 
@@ -220,18 +268,41 @@ def _n_name(n: int | None) -> str:
 
 
 # -- r2rt quality table -----------------------------------------------------------------------
-R2RT_CSV = ("device_tag", "sweep", "task", "cell", "hidden_size", "optimizer", "clip", "n", "style_preset",
-            "style_label", "style_spec", "lr", "runs", "ok", "diverged", "failed", "min_val_loss_mean",
-            "min_val_loss_sd", "text", "best_in_block")
+R2RT_CSV = (
+    "device_tag",
+    "sweep",
+    "task",
+    "cell",
+    "hidden_size",
+    "optimizer",
+    "clip",
+    "n",
+    "style_preset",
+    "style_label",
+    "style_spec",
+    "lr",
+    "runs",
+    "ok",
+    "diverged",
+    "failed",
+    "min_val_loss_mean",
+    "min_val_loss_sd",
+    "text",
+    "best_in_block",
+)
 
 
 def r2rt_tables(runs: pd.DataFrame) -> tuple[str, str]:
     """(Markdown, CSV) of the r2rt-layout quality tables for one (device, sweep, task)."""
     task, device, sweep, units = _title(runs)
-    md = [f"# {task}: minimum validation loss by style and learning rate", "",
-          f"Device `{device}`, sweep `{sweep}`. Cell: minimum validation loss over the budget ({units}); "
-          "mean ± sd over seeds where several finished; **bold** = best in its block; "
-          "columns = learning rate; \"diverged\"/\"failed\" = no seed finished.", ""]
+    md = [
+        f"# {task}: minimum validation loss by style and learning rate",
+        "",
+        f"Device `{device}`, sweep `{sweep}`. Cell: minimum validation loss over the budget ({units}); "
+        "mean ± sd over seeds where several finished; **bold** = best in its block; "
+        "columns = learning rate; \"diverged\"/\"failed\" = no seed finished.",
+        "",
+    ]
     rows: list[list[Any]] = []
     for g in model_groups(runs):
         md += [f"## {g.label}", ""]
@@ -248,13 +319,34 @@ def r2rt_tables(runs: pd.DataFrame) -> tuple[str, str]:
                     is_best = c is not None and best is not None and c.mean == best
                     line.append(f"**{text}**" if is_best else text)
                     if c is not None:
-                        rows.append([device, sweep, task, g.cell, g.hidden_size, g.optimizer,
-                                     "" if g.clip is None else f"{g.clip:g}", "" if n is None else n,
-                                     c.style_preset, c.style_label, c.style_spec, fmt_lr(lr), c.runs,
-                                     len(c.values), c.diverged, c.failed, _csv_num(c.mean), _csv_num(c.sd),
-                                     text, int(is_best)])
+                        rows.append(
+                            [
+                                device,
+                                sweep,
+                                task,
+                                g.cell,
+                                g.hidden_size,
+                                g.optimizer,
+                                "" if g.clip is None else f"{g.clip:g}",
+                                "" if n is None else n,
+                                c.style_preset,
+                                c.style_label,
+                                c.style_spec,
+                                fmt_lr(lr),
+                                c.runs,
+                                len(c.values),
+                                c.diverged,
+                                c.failed,
+                                _csv_num(c.mean),
+                                _csv_num(c.sd),
+                                text,
+                                int(is_best),
+                            ]
+                        )
                 table.append(line)
-            md += md_table(["style"] + [f"lr {fmt_lr(lr)}" for lr in g.lrs], table, "l" + "r" * len(g.lrs)) + [""]
+            md += md_table(
+                ["style"] + [f"lr {fmt_lr(lr)}" for lr in g.lrs], table, "l" + "r" * len(g.lrs)
+            ) + [""]
     refs = references(runs)
     if refs:
         md += [f"Reference lines ({units}):", ""]
@@ -264,10 +356,28 @@ def r2rt_tables(runs: pd.DataFrame) -> tuple[str, str]:
 
 
 # -- cost table -------------------------------------------------------------------------------
-COST_CSV = ("device_tag", "sweep", "task", "cell", "hidden_size", "optimizer", "clip", "n", "style_label",
-            "style_spec", "lr", "ok_runs", "train_wall_s", "train_wall_vs_full", "timesteps_per_s",
-            "timesteps_per_s_vs_full", "peak_mem_MiB", "peak_mem_vs_full", "saved_for_backward_KiB",
-            "saved_for_backward_vs_full")
+COST_CSV = (
+    "device_tag",
+    "sweep",
+    "task",
+    "cell",
+    "hidden_size",
+    "optimizer",
+    "clip",
+    "n",
+    "style_label",
+    "style_spec",
+    "lr",
+    "ok_runs",
+    "train_wall_s",
+    "train_wall_vs_full",
+    "timesteps_per_s",
+    "timesteps_per_s_vs_full",
+    "peak_mem_MiB",
+    "peak_mem_vs_full",
+    "saved_for_backward_KiB",
+    "saved_for_backward_vs_full",
+)
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -281,13 +391,28 @@ def cost_tables(runs: pd.DataFrame) -> tuple[str, str]:
     """
     task, device, sweep, _ = _title(runs)
     sources = sorted({str(s) for s in runs["peak_mem_source"].dropna()})
-    md = [f"# {task}: training cost by style", "",
-          f"Device `{device}`, sweep `{sweep}`. Means over seeds that finished ok; \"× full\" = ratio to "
-          "full BPTT with the same model and learning rate. Peak memory source: "
-          f"{', '.join(sources) if sources else DASH}; saved-for-backward = peak bytes autograd held.", ""]
+    md = [
+        f"# {task}: training cost by style",
+        "",
+        f"Device `{device}`, sweep `{sweep}`. Means over seeds that finished ok; \"× full\" = ratio to "
+        "full BPTT with the same model and learning rate. Peak memory source: "
+        f"{', '.join(sources) if sources else DASH}; saved-for-backward = peak bytes autograd held.",
+        "",
+    ]
     rows: list[list[Any]] = []
-    header = ["n", "style", "lr", "train wall (s)", "× full", "timesteps/s", "× full", "peak mem (MiB)",
-              "× full", "saved for backward (KiB)", "× full"]
+    header = [
+        "n",
+        "style",
+        "lr",
+        "train wall (s)",
+        "× full",
+        "timesteps/s",
+        "× full",
+        "peak mem (MiB)",
+        "× full",
+        "saved for backward (KiB)",
+        "× full",
+    ]
     for g in model_groups(runs):
         md += [f"## {g.label}", ""]
         table, left_out = [], []
@@ -299,17 +424,35 @@ def cost_tables(runs: pd.DataFrame) -> tuple[str, str]:
                     left_out.append(f"{c.style_label} at lr {fmt_lr(c.lr)} ({cell_text(c)})")
                     continue
                 f = g.full(c.lr)
-                metrics = [(c.wall_s, f and f.wall_s, 1.0), (c.timesteps_per_s, f and f.timesteps_per_s, 1.0),
-                           (c.peak_mem_bytes, f and f.peak_mem_bytes, MiB), (c.saved_bytes, f and f.saved_bytes, KiB)]
+                metrics = [
+                    (c.wall_s, f and f.wall_s, 1.0),
+                    (c.timesteps_per_s, f and f.timesteps_per_s, 1.0),
+                    (c.peak_mem_bytes, f and f.peak_mem_bytes, MiB),
+                    (c.saved_bytes, f and f.saved_bytes, KiB),
+                ]
                 cells_md, cells_csv = [], []
                 for (v, ref, scale), spec in zip(metrics, (".3f", ",.0f", ".1f", ".1f")):
                     r, shown = _ratio(v, ref), None if v is None else v / scale
                     cells_md += [_f(shown, spec), _f(r, ".2f") + ("×" if r is not None else "")]
                     cells_csv += [_csv_num(shown, 3), _csv_num(r, 4)]
                 table.append(["T" if n is None else str(n), c.style_label, fmt_lr(c.lr)] + cells_md)
-                rows.append([device, sweep, task, g.cell, g.hidden_size, g.optimizer,
-                             "" if g.clip is None else f"{g.clip:g}", "" if n is None else n, c.style_label,
-                             c.style_spec, fmt_lr(c.lr), len(c.values)] + cells_csv)
+                rows.append(
+                    [
+                        device,
+                        sweep,
+                        task,
+                        g.cell,
+                        g.hidden_size,
+                        g.optimizer,
+                        "" if g.clip is None else f"{g.clip:g}",
+                        "" if n is None else n,
+                        c.style_label,
+                        c.style_spec,
+                        fmt_lr(c.lr),
+                        len(c.values),
+                    ]
+                    + cells_csv
+                )
         md += md_table(header, table, "lllrrrrrrrr") + [""]
         if left_out:
             md += ["Left out (no ok seed): " + "; ".join(left_out) + ".", ""]
@@ -323,7 +466,10 @@ def _best(cells: Iterable[Cell]) -> Cell | None:
 
 
 def _best_per_style(g: ModelGroup) -> list[Cell]:
-    out = [_best(c for c in g.cells if c.style_spec == spec) for spec in dict.fromkeys(c.style_spec for c in g.cells)]
+    out = [
+        _best(c for c in g.cells if c.style_spec == spec)
+        for spec in dict.fromkeys(c.style_spec for c in g.cells)
+    ]
     return sorted((c for c in out if c is not None), key=lambda c: (c.mean, c.order))
 
 
@@ -350,11 +496,15 @@ def summary_markdown(runs: pd.DataFrame, tolerance: float = 0.05) -> str:
     task, device, sweep, units = _title(runs)
     refs = {name: v for name, v, _ in references(runs)}
     statuses = runs["status"].value_counts()
-    md = [f"# {task}: summary", "",
-          f"Device `{device}`, sweep `{sweep}`: {len(runs)} runs ({int(statuses.get('ok', 0))} ok, "
-          f"{int(statuses.get('diverged', 0))} diverged, {int(statuses.get('failed', 0))} failed). "
-          f"Losses are {units}."
-          + (" Reference lines: " + ", ".join(f"{n} {v:.4g}" for n, v in refs.items()) + "." if refs else ""), ""]
+    md = [
+        f"# {task}: summary",
+        "",
+        f"Device `{device}`, sweep `{sweep}`: {len(runs)} runs ({int(statuses.get('ok', 0))} ok, "
+        f"{int(statuses.get('diverged', 0))} diverged, {int(statuses.get('failed', 0))} failed). "
+        f"Losses are {units}."
+        + (" Reference lines: " + ", ".join(f"{n} {v:.4g}" for n, v in refs.items()) + "." if refs else ""),
+        "",
+    ]
     gap = refs["no-memory"] - refs["optimal"] if {"optimal", "no-memory"} <= set(refs) else None
     tol = tolerance * gap if gap is not None and gap > 0 else None
     for g in model_groups(runs):
@@ -364,16 +514,21 @@ def summary_markdown(runs: pd.DataFrame, tolerance: float = 0.05) -> str:
             md += ["No configuration finished ok.", ""]
             continue
         if tol is not None:
-            md.append(f"- A style reaches a reference line when its best minimum validation loss is within "
-                      f"{tolerance:.0%} of the no-memory−optimal gap ({tol:.3g}) above it.")
+            md.append(
+                f"- A style reaches a reference line when its best minimum validation loss is within "
+                f"{tolerance:.0%} of the no-memory−optimal gap ({tol:.3g}) above it."
+            )
             outcome: dict[str, list[str]] = {}
             for c in per_style:
                 outcome.setdefault(_reach(c.mean, refs, tol), []).append(_at(c))
             for what, names in outcome.items():
                 md.append(f"- {what[0].upper()}{what[1:]}: {', '.join(names)}.")
         elif "optimal" in refs:
-            md += [f"- Distance to the optimal line ({refs['optimal']:.3f}): "
-                   + ", ".join(f"{c.style_label} {c.mean - refs['optimal']:+.3f}" for c in per_style) + "."]
+            md += [
+                f"- Distance to the optimal line ({refs['optimal']:.3f}): "
+                + ", ".join(f"{c.style_label} {c.mean - refs['optimal']:+.3f}" for c in per_style)
+                + "."
+            ]
         for n, cells in g.blocks():
             best = _best(cells)
             if n is None or best is None:
@@ -386,14 +541,17 @@ def summary_markdown(runs: pd.DataFrame, tolerance: float = 0.05) -> str:
         trunc = _best(c for c in g.cells if c.style_preset != "full")
         full = g.full(trunc.lr) if trunc is not None else None
         if trunc is not None and full is not None and full.mean is not None:
-            parts = [(_ratio(trunc.wall_s, full.wall_s), "training wall time"),
-                     (_ratio(trunc.timesteps_per_s, full.timesteps_per_s), "timesteps/s"),
-                     (_ratio(trunc.peak_mem_bytes, full.peak_mem_bytes), "peak memory")]
+            parts = [
+                (_ratio(trunc.wall_s, full.wall_s), "training wall time"),
+                (_ratio(trunc.timesteps_per_s, full.timesteps_per_s), "timesteps/s"),
+                (_ratio(trunc.peak_mem_bytes, full.peak_mem_bytes), "peak memory"),
+            ]
             costs = ", ".join(f"{r:.2f}× its {what}" for r, what in parts if r is not None)
-            md.append(f"- Best truncated style: {_at(trunc)}, against full BPTT's {full.mean:.3f} at the same lr"
-                      + (f"; it costs {costs}." if costs else "."))
+            md.append(
+                f"- Best truncated style: {_at(trunc)}, against full BPTT's {full.mean:.3f} at the same lr"
+                + (f"; it costs {costs}." if costs else ".")
+            )
         elif trunc is not None:
             md.append(f"- Best truncated style: {_at(trunc)} (no full BPTT run at that lr to compare cost).")
         md.append("")
     return "\n".join(md)
-

@@ -22,7 +22,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DeviceError", "DEVICES", "resolve_device", "synchronize", "collect", "device_tag", "slug", "cpu_model", "git_info"]
+__all__ = [
+    "DEVICES",
+    "DeviceError",
+    "collect",
+    "cpu_model",
+    "device_tag",
+    "git_info",
+    "resolve_device",
+    "slug",
+    "synchronize",
+]
 
 #: Devices the harness runs on ("auto" picks cuda, then mps, then cpu).
 DEVICES: tuple[str, ...] = ("cpu", "cuda", "mps")
@@ -44,10 +54,14 @@ def resolve_device(name: str) -> str:
     if name not in DEVICES:
         raise DeviceError(f"device {name!r} is not allowed: use auto, {', '.join(DEVICES)}")
     if name == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("device 'cuda' was asked for but CUDA is not available here (torch "
-                          f"{torch.__version__}); use --device cpu or auto")
+        raise DeviceError(
+            "device 'cuda' was asked for but CUDA is not available here (torch "
+            f"{torch.__version__}); use --device cpu or auto"
+        )
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise DeviceError("device 'mps' was asked for but MPS is not available here; use --device cpu or auto")
+        raise DeviceError(
+            "device 'mps' was asked for but MPS is not available here; use --device cpu or auto"
+        )
     return name
 
 
@@ -83,7 +97,9 @@ def cpu_model() -> str:
         pass
     if sys.platform == "darwin":
         try:
-            out = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5)
+            out = subprocess.run(
+                ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5
+            )
             if out.returncode == 0 and out.stdout.strip():
                 return out.stdout.strip()
         except (OSError, subprocess.SubprocessError):
@@ -98,14 +114,21 @@ def git_info(where: Path | None = None) -> tuple[str | None, bool | None]:
     ``TBPTT_BENCH_GIT_COMMIT`` names the commit of a copy without .git (dirty then unknown).
     """
     cwd = where or Path(__file__).resolve().parent
-    if os.environ.get("TBPTT_BENCH_GIT_COMMIT"):    # a copy of the tree without .git (a lent GPU machine)
+    if os.environ.get("TBPTT_BENCH_GIT_COMMIT"):  # a copy of the tree without .git (a lent GPU machine)
         return os.environ["TBPTT_BENCH_GIT_COMMIT"], None
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
+        )
         if head.returncode != 0:
             return None, None
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                                capture_output=True, text=True, timeout=30)
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
         return head.stdout.strip(), dirty
     except (OSError, subprocess.SubprocessError):
@@ -115,9 +138,11 @@ def git_info(where: Path | None = None) -> tuple[str | None, bool | None]:
 def _package_version() -> str:
     try:
         from importlib.metadata import PackageNotFoundError, version
+
         return version("tbptt-bench")
     except PackageNotFoundError:
         from .. import __version__
+
         return __version__
 
 

@@ -33,16 +33,26 @@ import resource
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from ..styles import parse_style
 from . import envinfo, store
 from .spec import OPTIMIZERS, RunConfig
-from ..styles import parse_style
 
-__all__ = ["HarnessError", "RunRecord", "check_config", "base_config", "failed_record", "run_record", "execute_run",
-           "write_record", "run_dir_for"]
+__all__ = [
+    "HarnessError",
+    "RunRecord",
+    "base_config",
+    "check_config",
+    "execute_run",
+    "failed_record",
+    "run_dir_for",
+    "run_record",
+    "write_record",
+]
 
 Progress = Callable[[int, int], None]  # (updates done, updates planned)
 
@@ -80,13 +90,19 @@ def check_config(config: RunConfig) -> Any:
         raise HarnessError(f"cell {config.cell!r} is not allowed: known cells are {', '.join(MODELS)}")
     required = getattr(task, "required_cell", None)
     if required is not None and config.cell != required:
-        raise HarnessError(f"cell {config.cell!r} is not allowed for task {config.task!r}: it needs cell {required!r}")
+        raise HarnessError(
+            f"cell {config.cell!r} is not allowed for task {config.task!r}: it needs cell {required!r}"
+        )
     fixed = getattr(task, "fixed_hidden_size", None)
     if fixed is not None and config.hidden_size != fixed:
-        raise HarnessError(f"hidden size {config.hidden_size} is not allowed for task {config.task!r}: "
-                           f"its {required} cell needs hidden size {fixed}")
+        raise HarnessError(
+            f"hidden size {config.hidden_size} is not allowed for task {config.task!r}: "
+            f"its {required} cell needs hidden size {fixed}"
+        )
     if config.optimizer not in OPTIMIZERS:
-        raise HarnessError(f"optimizer {config.optimizer!r} is not allowed: use one of {', '.join(OPTIMIZERS)}")
+        raise HarnessError(
+            f"optimizer {config.optimizer!r} is not allowed: use one of {', '.join(OPTIMIZERS)}"
+        )
     parse_style(config.style)
     return task
 
@@ -117,8 +133,17 @@ def _saved_bytes_probe(model, stream, style, config: RunConfig, loss: str) -> in
     probe = copy.deepcopy(model)
     opt = torch.optim.SGD(probe.parameters(), lr=0.0)
     gen = torch.Generator().manual_seed(config.seed)
-    res = train_stream(probe, stream.x[:steps], stream.y[:steps], style, opt, loss=loss, clip=config.clip,
-                       generator=gen, measure_memory=True)
+    res = train_stream(
+        probe,
+        stream.x[:steps],
+        stream.y[:steps],
+        style,
+        opt,
+        loss=loss,
+        clip=config.clip,
+        generator=gen,
+        measure_memory=True,
+    )
     return res.saved_bytes_peak
 
 
@@ -126,25 +151,45 @@ def base_config(config: RunConfig, device: str) -> dict[str, Any]:
     """``config.json`` as far as it is known without building the task (references come later)."""
     try:
         from ..tasks import TASKS
+
         loss = getattr(TASKS.get(config.task), "loss", None)
     except ImportError:
         loss = None
     return {
-        "task": config.task, "task_params": config.to_dict()["task_params"], "loss": loss,
-        "references": {"optimal": None}, "reference_notes": {}, "style": parse_style(config.style).to_dict(),
+        "task": config.task,
+        "task_params": config.to_dict()["task_params"],
+        "loss": loss,
+        "references": {"optimal": None},
+        "reference_notes": {},
+        "style": parse_style(config.style).to_dict(),
         "model": {"cell": config.cell, "hidden_size": config.hidden_size},
-        "optimizer": {"name": config.optimizer, "lr": config.lr}, "clip": config.clip,
-        "budget": config.budget.to_dict(), "seed": config.seed, "sweep": config.sweep, "device": device,
+        "optimizer": {"name": config.optimizer, "lr": config.lr},
+        "clip": config.clip,
+        "budget": config.budget.to_dict(),
+        "seed": config.seed,
+        "sweep": config.sweep,
+        "device": device,
     }
 
 
 def failed_record(config: RunConfig, device: str, error: str) -> RunRecord:
     """The record of a run whose worker died before reporting (written by the sweep driver)."""
     summary = {k: None for k in store.SUMMARY_KEYS}
-    summary.update(status="failed", error=error, train_wall_s=0.0, eval_wall_s=0.0, warmup_updates=0, updates=0,
-                   timesteps=0, peak_mem_source="cuda_max_allocated" if device == "cuda" else "ru_maxrss",
-                   clip_rate=0.0, engine_path="none")
-    return RunRecord(config=base_config(config, device), env=envinfo.collect(device), curve=[], summary=summary)
+    summary.update(
+        status="failed",
+        error=error,
+        train_wall_s=0.0,
+        eval_wall_s=0.0,
+        warmup_updates=0,
+        updates=0,
+        timesteps=0,
+        peak_mem_source="cuda_max_allocated" if device == "cuda" else "ru_maxrss",
+        clip_rate=0.0,
+        engine_path="none",
+    )
+    return RunRecord(
+        config=base_config(config, device), env=envinfo.collect(device), curve=[], summary=summary
+    )
 
 
 def run_record(config: RunConfig, device: str, progress: Progress | None = None) -> RunRecord:
@@ -162,8 +207,17 @@ def run_record(config: RunConfig, device: str, progress: Progress | None = None)
     style = parse_style(config.style)
     curve: list[dict[str, Any]] = []
     cfg_out = base_config(config, device)
-    st = {"updates": 0, "timesteps": 0, "train_s": 0.0, "eval_s": 0.0, "clipped": 0,
-          "warm": None, "val": [], "saved": None, "path": None}
+    st = {
+        "updates": 0,
+        "timesteps": 0,
+        "train_s": 0.0,
+        "eval_s": 0.0,
+        "clipped": 0,
+        "warm": None,
+        "val": [],
+        "saved": None,
+        "path": None,
+    }
     status, error, diverged_at = "ok", None, None
     try:
         # 1. Seed everything from the config's seed; build the task, streams and model on CPU.
@@ -175,13 +229,22 @@ def run_record(config: RunConfig, device: str, progress: Progress | None = None)
         cfg_out["references"] = {k: float(v) for k, v in task.references(val).items()}
         cfg_out["reference_notes"] = dict(getattr(task, "reference_notes", {}))
         vx, vy = val.x.to(device), val.y.to(device)
-        model = make_model(config.cell, task.input_size, config.hidden_size, task.output_size,
-                           generator=torch.Generator().manual_seed(config.seed),
-                           **task.model_kwargs()).to(device)
+        model = make_model(
+            config.cell,
+            task.input_size,
+            config.hidden_size,
+            task.output_size,
+            generator=torch.Generator().manual_seed(config.seed),
+            **task.model_kwargs(),
+        ).to(device)
         opt_cls = getattr(torch.optim, OPTIMIZERS[config.optimizer])
         # On CUDA, Adam(W) keeps its step count on the device (same arithmetic), so the engine
         # may replay whole updates as CUDA graphs (graphed_elman).
-        capturable = {"capturable": True} if device == "cuda" and opt_cls in (torch.optim.Adam, torch.optim.AdamW) else {}
+        capturable = (
+            {"capturable": True}
+            if device == "cuda" and opt_cls in (torch.optim.Adam, torch.optim.AdamW)
+            else {}
+        )
         optimizer = opt_cls(model.parameters(), lr=config.lr, **capturable)
         xi_gen = torch.Generator().manual_seed(config.seed + 1_000_003)  # random truncation's draws
         per_epoch = len(style.update_times(b.row_len))
@@ -197,14 +260,23 @@ def run_record(config: RunConfig, device: str, progress: Progress | None = None)
             loss, _ = evaluate_stream(model, vx, vy, task.loss)
             st["eval_s"] += _clock(device) - t0
             st["val"].append(loss)
-            curve.append({"split": "val", "update": st["updates"], "timesteps": st["timesteps"],
-                          "train_wall_s": st["train_s"], "loss": loss})
+            curve.append(
+                {
+                    "split": "val",
+                    "update": st["updates"],
+                    "timesteps": st["timesteps"],
+                    "train_wall_s": st["train_s"],
+                    "loss": loss,
+                }
+            )
             if not math.isfinite(loss):
                 raise _Diverged(st["updates"])
 
         # 2. Train epoch by epoch on fresh streams, state reset each epoch (h0=None).
         for epoch in range(b.epochs):
-            stream = _to(first if epoch == 0 else task.make_train(config.seed, epoch, b.batch, b.row_len), device)
+            stream = _to(
+                first if epoch == 0 else task.make_train(config.seed, epoch, b.batch, b.row_len), device
+            )
             offset = epoch * b.row_len
             seg = [_clock(device)]  # start of the current stretch of pure training time
 
@@ -214,8 +286,15 @@ def run_record(config: RunConfig, device: str, progress: Progress | None = None)
                 st["updates"] += 1
                 st["timesteps"] = offset + rec.t
                 st["clipped"] += bool(rec.clipped)
-                curve.append({"split": "train", "update": st["updates"], "timesteps": st["timesteps"],
-                              "train_wall_s": st["train_s"], "loss": rec.loss})
+                curve.append(
+                    {
+                        "split": "train",
+                        "update": st["updates"],
+                        "timesteps": st["timesteps"],
+                        "train_wall_s": st["train_s"],
+                        "loss": rec.loss,
+                    }
+                )
                 if not math.isfinite(rec.loss):
                     raise _Diverged(st["updates"])
                 if st["updates"] == b.warmup_updates:
@@ -226,8 +305,18 @@ def run_record(config: RunConfig, device: str, progress: Progress | None = None)
                     progress(st["updates"], planned)
                 seg[0] = _clock(device)
 
-            result = train_stream(model, stream.x, stream.y, style, optimizer, loss=task.loss, clip=config.clip,
-                                  generator=xi_gen, h0=None, callback=on_update)
+            result = train_stream(
+                model,
+                stream.x,
+                stream.y,
+                style,
+                optimizer,
+                loss=task.loss,
+                clip=config.clip,
+                generator=xi_gen,
+                h0=None,
+                callback=on_update,
+            )
             st["train_s"] += _clock(device) - seg[0]
             st["path"] = result.path
         # 4. A last evaluation at the end, unless the last update was just evaluated.
@@ -235,7 +324,7 @@ def run_record(config: RunConfig, device: str, progress: Progress | None = None)
             evaluate()
     except _Diverged as d:
         status, diverged_at = "diverged", d.update
-    except Exception as e:  # noqa: BLE001 - any failure (incl. OOM) is recorded, the sweep goes on
+    except Exception as e:
         status, error = "failed", f"{type(e).__name__}: {e}".splitlines()[0]
         if device == "cuda":
             torch.cuda.empty_cache()
@@ -248,22 +337,30 @@ def _to(stream: Any, device: str) -> Any:
     return type(stream)(x=stream.x.to(device), y=stream.y.to(device)) if device != "cpu" else stream
 
 
-def _summary(st: dict, config: RunConfig, device: str, status: str, error: str | None,
-             diverged_at: int | None) -> dict[str, Any]:
+def _summary(
+    st: dict, config: RunConfig, device: str, status: str, error: str | None, diverged_at: int | None
+) -> dict[str, Any]:
     import torch
 
     finite = [v for v in st["val"] if math.isfinite(v)]
     updates, train_s = st["updates"], st["train_s"]
-    warm_n, (warm_s, warm_ts) = (config.budget.warmup_updates, st["warm"]) \
-        if st["warm"] is not None and updates > config.budget.warmup_updates else (0, (0.0, 0))
+    warm_n, (warm_s, warm_ts) = (
+        (config.budget.warmup_updates, st["warm"])
+        if st["warm"] is not None and updates > config.budget.warmup_updates
+        else (0, (0.0, 0))
+    )
     span = train_s - warm_s
     on_cuda = device == "cuda" and torch.cuda.is_available()
     return {
-        "status": status, "error": error,
+        "status": status,
+        "error": error,
         "min_val_loss": min(finite) if finite else None,
         "final_val_loss": st["val"][-1] if st["val"] and math.isfinite(st["val"][-1]) else None,
-        "train_wall_s": train_s, "eval_wall_s": st["eval_s"],
-        "warmup_updates": warm_n, "updates": updates, "timesteps": st["timesteps"],
+        "train_wall_s": train_s,
+        "eval_wall_s": st["eval_s"],
+        "warmup_updates": warm_n,
+        "updates": updates,
+        "timesteps": st["timesteps"],
         "updates_per_s": (updates - warm_n) / span if span > 0 and updates > warm_n else None,
         "timesteps_per_s": (st["timesteps"] - warm_ts) / span if span > 0 and updates > warm_n else None,
         "peak_mem_bytes": int(torch.cuda.max_memory_allocated()) if on_cuda else _rss_bytes(),
@@ -312,8 +409,9 @@ def write_record(run_dir: str | Path, record: RunRecord) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def execute_run(config: RunConfig, results_root: str | Path, device: str,
-                progress: Progress | None = None) -> dict[str, Any]:
+def execute_run(
+    config: RunConfig, results_root: str | Path, device: str, progress: Progress | None = None
+) -> dict[str, Any]:
     """Train one run, write its records under ``results_root`` and return its summary."""
     record = run_record(config, device, progress)
     write_record(run_dir_for(results_root, envinfo.device_tag(record.env), config), record)

@@ -45,9 +45,10 @@ import json
 import math
 import re
 import sys
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from ..styles import StyleError, parse_style
 
@@ -56,8 +57,20 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-__all__ = ["SpecError", "Budget", "PresetOverride", "Spec", "RunConfig", "OPTIMIZERS", "SWEEP_PRESETS",
-           "load_spec", "load_specs", "parse_spec", "resolve", "style_slug"]
+__all__ = [
+    "OPTIMIZERS",
+    "SWEEP_PRESETS",
+    "Budget",
+    "PresetOverride",
+    "RunConfig",
+    "Spec",
+    "SpecError",
+    "load_spec",
+    "load_specs",
+    "parse_spec",
+    "resolve",
+    "style_slug",
+]
 
 #: Optimizer names a spec may use -> the ``torch.optim`` class the harness builds.
 OPTIMIZERS: dict[str, str] = {"sgd": "SGD", "adam": "Adam", "adagrad": "Adagrad", "rmsprop": "RMSprop"}
@@ -120,6 +133,7 @@ def _list_of(item: Callable[[Any], Any], what: str) -> Callable[[Any], tuple]:
             return tuple(item(x) for x in v)
         except _Bad:
             raise _Bad(f"a non-empty list of {what}") from None
+
     return check
 
 
@@ -139,15 +153,24 @@ def _freeze(v: Any) -> Any:
 
 
 _BUDGET_KEYS: dict[str, Callable[[Any], Any]] = {
-    "epochs": _pos_int, "batch": _pos_int, "row_len": _pos_int, "val_batch": _pos_int,
-    "val_len": _pos_int, "eval_every_updates": _pos_int, "warmup_updates": _nonneg_int,
+    "epochs": _pos_int,
+    "batch": _pos_int,
+    "row_len": _pos_int,
+    "val_batch": _pos_int,
+    "val_len": _pos_int,
+    "eval_every_updates": _pos_int,
+    "warmup_updates": _nonneg_int,
 }
 _HIDDEN = _list_of(_pos_int, "positive integers")
 _LRS = _list_of(_pos_float, "positive numbers")
 _SEEDS = _list_of(_nonneg_int, "integers >= 0")
 _STYLES = _list_of(_style, "style strings like 'tf_style(5)'")
 _OVERRIDE_KEYS: dict[str, Callable[[Any], Any]] = {
-    **_BUDGET_KEYS, "hidden_sizes": _HIDDEN, "lrs": _LRS, "seeds": _SEEDS, "styles": _STYLES,
+    **_BUDGET_KEYS,
+    "hidden_sizes": _HIDDEN,
+    "lrs": _LRS,
+    "seeds": _SEEDS,
+    "styles": _STYLES,
 }
 #: section -> key -> (checker, required)
 _SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
@@ -231,7 +254,7 @@ class RunConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> RunConfig:
         d = dict(d)
         d["task_params"] = _freeze(dict(d["task_params"]))
         d["budget"] = Budget(**d["budget"])
@@ -246,8 +269,10 @@ class RunConfig:
     @property
     def run_id(self) -> str:
         """``<task>-<style slug>-<cell><hidden>-lr<lr>-s<seed>-<hash>``, e.g. ``echo-tf_style-5-tanh4-lr0.1-s0-…``."""
-        return (f"{self.task}-{style_slug(self.style)}-{self.cell}{self.hidden_size}-lr{self.lr:g}"
-                f"-s{self.seed}-{self.config_hash}")
+        return (
+            f"{self.task}-{style_slug(self.style)}-{self.cell}{self.hidden_size}-lr{self.lr:g}"
+            f"-s{self.seed}-{self.config_hash}"
+        )
 
 
 def _thaw(v: Any) -> Any:
@@ -304,16 +329,28 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
     presets = {}
     for name, table in presets_raw.items():
         if name not in SWEEP_PRESETS:
-            raise SpecError(f"{path}: unknown key 'presets.{name}'; allowed presets: {', '.join(SWEEP_PRESETS)}")
+            raise SpecError(
+                f"{path}: unknown key 'presets.{name}'; allowed presets: {', '.join(SWEEP_PRESETS)}"
+            )
         o = _check_section(path, f"presets.{name}", table, {k: (c, False) for k, c in _OVERRIDE_KEYS.items()})
         presets[name] = PresetOverride(
             budget={k: v for k, v in o.items() if k in _BUDGET_KEYS},
-            **{k: o.get(k) for k in ("hidden_sizes", "lrs", "seeds", "styles")})
-    return Spec(path=path, task=sec["task"]["name"], task_params=sec["task"].get("params", {}),
-                cell=sec["model"]["cell"], hidden_sizes=sec["model"]["hidden_sizes"],
-                optimizer=sec["optimizer"]["name"], lrs=sec["optimizer"]["lrs"],
-                clip=sec["optimizer"].get("clip"), budget=Budget(**sec["budget"]),
-                styles=sec["sweep"]["styles"], seeds=sec["sweep"]["seeds"], presets=presets)
+            **{k: o.get(k) for k in ("hidden_sizes", "lrs", "seeds", "styles")},
+        )
+    return Spec(
+        path=path,
+        task=sec["task"]["name"],
+        task_params=sec["task"].get("params", {}),
+        cell=sec["model"]["cell"],
+        hidden_sizes=sec["model"]["hidden_sizes"],
+        optimizer=sec["optimizer"]["name"],
+        lrs=sec["optimizer"]["lrs"],
+        clip=sec["optimizer"].get("clip"),
+        budget=Budget(**sec["budget"]),
+        styles=sec["sweep"]["styles"],
+        seeds=sec["sweep"]["seeds"],
+        presets=presets,
+    )
 
 
 def load_spec(path: str | Path) -> Spec:
@@ -334,8 +371,9 @@ def load_specs(directory: str | Path) -> list[Spec]:
     return [load_spec(p) for p in sorted(d.glob("*.toml"))]
 
 
-def resolve(spec: Spec, preset: str, seeds: Iterable[int] | None = None,
-            styles: Iterable[str] | None = None) -> list[RunConfig]:
+def resolve(
+    spec: Spec, preset: str, seeds: Iterable[int] | None = None, styles: Iterable[str] | None = None
+) -> list[RunConfig]:
     """One ``RunConfig`` per (hidden size, lr, style, seed) for a sweep preset.
 
     ``seeds`` replaces the spec's seeds (the CLI's ``--seeds N`` passes ``range(N)``);
@@ -347,10 +385,22 @@ def resolve(spec: Spec, preset: str, seeds: Iterable[int] | None = None,
     budget = replace(spec.budget, **dict(o.budget))
     seed_list = tuple(seeds) if seeds is not None else (o.seeds or spec.seeds)
     style_list = tuple(parse_style(s).spec for s in styles) if styles else (o.styles or spec.styles)
-    return [RunConfig(task=spec.task, task_params=spec.task_params, cell=spec.cell, hidden_size=h,
-                      optimizer=spec.optimizer, lr=lr, clip=spec.clip, style=style, budget=budget,
-                      seed=seed, sweep=preset)
-            for h in (o.hidden_sizes or spec.hidden_sizes)
-            for lr in (o.lrs or spec.lrs)
-            for style in style_list
-            for seed in seed_list]
+    return [
+        RunConfig(
+            task=spec.task,
+            task_params=spec.task_params,
+            cell=spec.cell,
+            hidden_size=h,
+            optimizer=spec.optimizer,
+            lr=lr,
+            clip=spec.clip,
+            style=style,
+            budget=budget,
+            seed=seed,
+            sweep=preset,
+        )
+        for h in (o.hidden_sizes or spec.hidden_sizes)
+        for lr in (o.lrs or spec.lrs)
+        for style in style_list
+        for seed in seed_list
+    ]

@@ -25,17 +25,33 @@ import math
 import os
 import secrets
 import sys
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
 __all__ = [
-    "StoreError", "LoadedRuns", "CONFIG_KEYS", "ENV_KEYS", "SUMMARY_KEYS", "CURVE_COLUMNS",
-    "RUN_COLUMNS", "CURVES_COLUMNS", "write_json_atomic", "write_text_atomic", "write_run",
-    "is_complete", "check_run", "iter_run_dirs", "load_run", "load_runs", "Claim", "claim_run",
+    "CONFIG_KEYS",
+    "CURVES_COLUMNS",
+    "CURVE_COLUMNS",
+    "ENV_KEYS",
+    "RUN_COLUMNS",
+    "SUMMARY_KEYS",
+    "Claim",
+    "LoadedRuns",
+    "StoreError",
+    "check_run",
+    "claim_run",
+    "is_complete",
+    "iter_run_dirs",
+    "load_run",
+    "load_runs",
     "remove_stale_claims",
+    "write_json_atomic",
+    "write_run",
+    "write_text_atomic",
 ]
 
 
@@ -44,14 +60,53 @@ class StoreError(ValueError):
 
 
 # -- the schema (common brief) ----------------------------------------------------------------
-CONFIG_KEYS = ("task", "task_params", "loss", "references", "style", "model", "optimizer", "clip",
-               "budget", "seed", "sweep", "device")
-ENV_KEYS = ("device_kind", "device_name", "torch_version", "cuda_version", "cudnn_version", "cpu_model",
-            "cpu_threads", "python_version", "platform", "package_version", "git_commit", "git_dirty")
-SUMMARY_KEYS = ("status", "error", "min_val_loss", "final_val_loss", "train_wall_s", "eval_wall_s",
-                "warmup_updates", "updates", "timesteps", "updates_per_s", "timesteps_per_s",
-                "peak_mem_bytes", "peak_mem_source", "saved_for_backward_peak_bytes", "clip_rate",
-                "diverged_at_update", "engine_path")
+CONFIG_KEYS = (
+    "task",
+    "task_params",
+    "loss",
+    "references",
+    "style",
+    "model",
+    "optimizer",
+    "clip",
+    "budget",
+    "seed",
+    "sweep",
+    "device",
+)
+ENV_KEYS = (
+    "device_kind",
+    "device_name",
+    "torch_version",
+    "cuda_version",
+    "cudnn_version",
+    "cpu_model",
+    "cpu_threads",
+    "python_version",
+    "platform",
+    "package_version",
+    "git_commit",
+    "git_dirty",
+)
+SUMMARY_KEYS = (
+    "status",
+    "error",
+    "min_val_loss",
+    "final_val_loss",
+    "train_wall_s",
+    "eval_wall_s",
+    "warmup_updates",
+    "updates",
+    "timesteps",
+    "updates_per_s",
+    "timesteps_per_s",
+    "peak_mem_bytes",
+    "peak_mem_source",
+    "saved_for_backward_peak_bytes",
+    "clip_rate",
+    "diverged_at_update",
+    "engine_path",
+)
 CURVE_COLUMNS = ("split", "update", "timesteps", "train_wall_s", "loss")
 STATUSES = ("ok", "diverged", "failed")
 LOSSES = ("ce", "mse")
@@ -61,25 +116,70 @@ NON_RUN_DIRS = frozenset({"tables", "figures", "benchmarks", "compare"})
 
 #: Column -> pandas dtype of ``LoadedRuns.runs`` (the listed columns, then a few extras).
 RUN_COLUMNS: dict[str, str] = {
-    "run_id": "object", "device_tag": "object", "sweep": "object", "task": "object", "loss_kind": "object",
-    "style_preset": "object", "style_label": "object", "style_spec": "object", "style_n": "Int64",
-    "k1": "Int64", "k2": "Int64", "pi": "float64", "cell": "object", "hidden_size": "Int64",
-    "optimizer": "object", "lr": "float64", "clip": "float64", "seed": "Int64", "device": "object",
-    "device_name": "object", "status": "object", "min_val_loss": "float64", "final_val_loss": "float64",
-    "train_wall_s": "float64", "eval_wall_s": "float64", "updates": "Int64", "timesteps": "Int64",
-    "updates_per_s": "float64", "timesteps_per_s": "float64", "peak_mem_bytes": "Int64",
-    "peak_mem_source": "object", "saved_for_backward_peak_bytes": "Int64", "clip_rate": "float64",
-    "diverged_at_update": "Int64", "engine_path": "object", "ref_optimal": "float64",
-    "ref_partial": "float64", "ref_no_memory": "float64", "torch_version": "object",
-    "cuda_version": "object", "git_commit": "object",
+    "run_id": "object",
+    "device_tag": "object",
+    "sweep": "object",
+    "task": "object",
+    "loss_kind": "object",
+    "style_preset": "object",
+    "style_label": "object",
+    "style_spec": "object",
+    "style_n": "Int64",
+    "k1": "Int64",
+    "k2": "Int64",
+    "pi": "float64",
+    "cell": "object",
+    "hidden_size": "Int64",
+    "optimizer": "object",
+    "lr": "float64",
+    "clip": "float64",
+    "seed": "Int64",
+    "device": "object",
+    "device_name": "object",
+    "status": "object",
+    "min_val_loss": "float64",
+    "final_val_loss": "float64",
+    "train_wall_s": "float64",
+    "eval_wall_s": "float64",
+    "updates": "Int64",
+    "timesteps": "Int64",
+    "updates_per_s": "float64",
+    "timesteps_per_s": "float64",
+    "peak_mem_bytes": "Int64",
+    "peak_mem_source": "object",
+    "saved_for_backward_peak_bytes": "Int64",
+    "clip_rate": "float64",
+    "diverged_at_update": "Int64",
+    "engine_path": "object",
+    "ref_optimal": "float64",
+    "ref_partial": "float64",
+    "ref_no_memory": "float64",
+    "torch_version": "object",
+    "cuda_version": "object",
+    "git_commit": "object",
     # extras (not in the fixed list; appended so the listed ones keep their order)
-    "ref_optimal_note": "object", "ref_partial_note": "object", "ref_no_memory_note": "object",
-    "warmup_updates": "Int64", "error": "object", "git_dirty": "object", "run_dir": "object",
+    "ref_optimal_note": "object",
+    "ref_partial_note": "object",
+    "ref_no_memory_note": "object",
+    "warmup_updates": "Int64",
+    "error": "object",
+    "git_dirty": "object",
+    "run_dir": "object",
 }
 CURVES_COLUMNS: dict[str, str] = {
-    "run_id": "object", "device_tag": "object", "sweep": "object", "task": "object",
-    "style_label": "object", "style_spec": "object", "lr": "float64", "seed": "Int64", "split": "object",
-    "update": "int64", "timesteps": "int64", "train_wall_s": "float64", "loss": "float64",
+    "run_id": "object",
+    "device_tag": "object",
+    "sweep": "object",
+    "task": "object",
+    "style_label": "object",
+    "style_spec": "object",
+    "lr": "float64",
+    "seed": "Int64",
+    "split": "object",
+    "update": "int64",
+    "timesteps": "int64",
+    "train_wall_s": "float64",
+    "loss": "float64",
 }
 
 
@@ -145,16 +245,30 @@ def _curve_csv(rows: Sequence[Mapping[str, Any]]) -> str:
     w.writerow(CURVE_COLUMNS)
     for i, row in enumerate(rows):
         if set(row) != set(CURVE_COLUMNS):
-            raise StoreError(f"curve row {i} has keys {sorted(row)}: exactly {list(CURVE_COLUMNS)} are allowed")
+            raise StoreError(
+                f"curve row {i} has keys {sorted(row)}: exactly {list(CURVE_COLUMNS)} are allowed"
+            )
         if row["split"] not in SPLITS:
             raise StoreError(f"curve row {i} split={row['split']!r} is not allowed: use one of {SPLITS}")
-        w.writerow([row["split"], int(row["update"]), int(row["timesteps"]),
-                    repr(float(row["train_wall_s"])), repr(float(row["loss"]))])
+        w.writerow(
+            [
+                row["split"],
+                int(row["update"]),
+                int(row["timesteps"]),
+                repr(float(row["train_wall_s"])),
+                repr(float(row["loss"])),
+            ]
+        )
     return buf.getvalue()
 
 
-def write_run(run_dir: str | os.PathLike, config: Mapping, env: Mapping,
-              curve_rows: Sequence[Mapping[str, Any]], summary: Mapping) -> None:
+def write_run(
+    run_dir: str | os.PathLike,
+    config: Mapping,
+    env: Mapping,
+    curve_rows: Sequence[Mapping[str, Any]],
+    summary: Mapping,
+) -> None:
     """Write one run: config.json, env.json, curve.csv, then summary.json last (each atomically).
 
     An existing summary.json is removed first, so a folder being rewritten never looks complete
@@ -298,8 +412,7 @@ def iter_run_dirs(root: str | os.PathLike) -> Iterator[Path]:
             children = sorted(p for p in d.iterdir() if p.is_dir())
         except OSError:
             continue
-        stack.extend(c for c in children
-                     if not c.name.startswith((".", "_")) and c.name not in NON_RUN_DIRS)
+        stack.extend(c for c in children if not c.name.startswith((".", "_")) and c.name not in NON_RUN_DIRS)
     yield from sorted(found)
 
 
@@ -319,8 +432,15 @@ def _read_curve(path: Path) -> list[dict]:
         if len(rec) != len(CURVE_COLUMNS) or rec[0] not in SPLITS:
             raise StoreError(f"curve.csv line {n} is malformed: {rec}")
         try:
-            rows.append({"split": rec[0], "update": int(rec[1]), "timesteps": int(rec[2]),
-                         "train_wall_s": float(rec[3]), "loss": float(rec[4])})
+            rows.append(
+                {
+                    "split": rec[0],
+                    "update": int(rec[1]),
+                    "timesteps": int(rec[2]),
+                    "train_wall_s": float(rec[3]),
+                    "loss": float(rec[4]),
+                }
+            )
         except ValueError:
             raise StoreError(f"curve.csv line {n} has a non-number: {rec}") from None
     return rows
@@ -355,25 +475,40 @@ def load_run(run_dir: str | os.PathLike) -> tuple[dict, list[dict]]:
     refs = _get(config, "references", what=c)
     notes = config.get("reference_notes") or {}
     row = {
-        "run_id": run_dir.name, "device_tag": run_dir.parent.parent.name, "sweep": config["sweep"],
-        "task": config["task"], "loss_kind": config["loss"],
-        "style_preset": _get(config, "style", "preset", what=c), "style_label": _get(config, "style", "label", what=c),
-        "style_spec": _get(config, "style", "spec", what=c), "style_n": _get(config, "style", "n", what=c),
-        "k1": _get(config, "style", "k1", what=c), "k2": _get(config, "style", "k2", what=c),
+        "run_id": run_dir.name,
+        "device_tag": run_dir.parent.parent.name,
+        "sweep": config["sweep"],
+        "task": config["task"],
+        "loss_kind": config["loss"],
+        "style_preset": _get(config, "style", "preset", what=c),
+        "style_label": _get(config, "style", "label", what=c),
+        "style_spec": _get(config, "style", "spec", what=c),
+        "style_n": _get(config, "style", "n", what=c),
+        "k1": _get(config, "style", "k1", what=c),
+        "k2": _get(config, "style", "k2", what=c),
         "pi": _get(config, "style", "pi", what=c),
-        "cell": _get(config, "model", "cell", what=c), "hidden_size": _get(config, "model", "hidden_size", what=c),
-        "optimizer": _get(config, "optimizer", "name", what=c), "lr": _get(config, "optimizer", "lr", what=c),
-        "clip": config["clip"], "seed": config["seed"], "device": config["device"],
+        "cell": _get(config, "model", "cell", what=c),
+        "hidden_size": _get(config, "model", "hidden_size", what=c),
+        "optimizer": _get(config, "optimizer", "name", what=c),
+        "lr": _get(config, "optimizer", "lr", what=c),
+        "clip": config["clip"],
+        "seed": config["seed"],
+        "device": config["device"],
         "device_name": env["device_name"],
         **{k: summary[k] for k in SUMMARY_KEYS if k in RUN_COLUMNS},
         "ref_optimal": _get(refs, "optimal", what="config.json references"),
-        "ref_partial": refs.get("partial"), "ref_no_memory": refs.get("no_memory"),
-        "torch_version": env["torch_version"], "cuda_version": env["cuda_version"],
+        "ref_partial": refs.get("partial"),
+        "ref_no_memory": refs.get("no_memory"),
+        "torch_version": env["torch_version"],
+        "cuda_version": env["cuda_version"],
         "git_commit": env["git_commit"],
-        "ref_optimal_note": notes.get("optimal"), "ref_partial_note": notes.get("partial"),
+        "ref_optimal_note": notes.get("optimal"),
+        "ref_partial_note": notes.get("partial"),
         "ref_no_memory_note": notes.get("no_memory"),
-        "warmup_updates": summary["warmup_updates"], "error": summary["error"],
-        "git_dirty": env["git_dirty"], "run_dir": str(run_dir),
+        "warmup_updates": summary["warmup_updates"],
+        "error": summary["error"],
+        "git_dirty": env["git_dirty"],
+        "run_dir": str(run_dir),
     }
     return row, curve
 

@@ -26,16 +26,26 @@ import sys
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from . import store
 from .spec import RunConfig, Spec, SpecError, resolve
 
-__all__ = ["SweepError", "BackendError", "PlannedRun", "plan", "execute", "clean_leftovers", "BACKENDS",
-           "local_device_tag", "ray_device_tag"]
+__all__ = [
+    "BACKENDS",
+    "BackendError",
+    "PlannedRun",
+    "SweepError",
+    "clean_leftovers",
+    "execute",
+    "local_device_tag",
+    "plan",
+    "ray_device_tag",
+]
 
 BACKENDS: tuple[str, ...] = ("local", "ray")
 RAY_MISSING = "the ray backend needs `pip install tbptt-bench[ray]`"
@@ -58,8 +68,14 @@ class PlannedRun:
 
 
 # -- planning --------------------------------------------------------------------------------
-def plan(specs: Sequence[Spec], preset: str, device_tag: str, results_root: str | Path,
-         seeds_override: int | None = None, styles_override: Sequence[str] | None = None) -> list[PlannedRun]:
+def plan(
+    specs: Sequence[Spec],
+    preset: str,
+    device_tag: str,
+    results_root: str | Path,
+    seeds_override: int | None = None,
+    styles_override: Sequence[str] | None = None,
+) -> list[PlannedRun]:
     """Every run of ``preset`` for ``specs`` with its folder and state; validates tasks and cells.
 
     ``seeds_override=N`` runs seeds 0..N-1; ``styles_override`` replaces every spec's styles.
@@ -129,7 +145,7 @@ def clean_leftovers(runs: Iterable[PlannedRun]) -> int:
     return n
 
 
-def _take(run: PlannedRun, force: bool) -> "store.Claim | str":
+def _take(run: PlannedRun, force: bool) -> store.Claim | str:
     """Claim a run for this driver, or say why not: "busy" (another sweep holds it) or "done".
 
     Under the claim the folder is looked at again: another sweep may have completed it since
@@ -148,9 +164,18 @@ def _take(run: PlannedRun, force: bool) -> "store.Claim | str":
 
 
 # -- running ---------------------------------------------------------------------------------
-def execute(runs: Sequence[PlannedRun], results_root: str | Path, device: str, *, backend: str = "local",
-            jobs: int = 1, threads: int | None = 1, force: bool = False, quiet: bool = False,
-            address: str | None = None) -> Counter:
+def execute(
+    runs: Sequence[PlannedRun],
+    results_root: str | Path,
+    device: str,
+    *,
+    backend: str = "local",
+    jobs: int = 1,
+    threads: int | None = 1,
+    force: bool = False,
+    quiet: bool = False,
+    address: str | None = None,
+) -> Counter:
     """Run every run that is not complete (all of them with ``force``); return status counts.
 
     ``threads``: torch intra-op threads per run (None: torch's default). One is the default:
@@ -192,7 +217,7 @@ class _Queue:
     def __bool__(self) -> bool:
         return bool(self.todo or self.busy)
 
-    def next(self) -> "tuple[PlannedRun, store.Claim] | None":
+    def next(self) -> tuple[PlannedRun, store.Claim] | None:
         if not self.todo and self.busy and time.monotonic() >= self.retry_at:
             self.todo, self.busy = self.busy, deque()
         while self.todo:
@@ -235,12 +260,19 @@ def _report_line(tqdm, quiet: bool, i: int, n: int, run_id: str, summary: dict |
 # -- local backend: a fresh forked process per run ----------------------------------------------
 # Imported once by the forkserver, so a fresh worker starts in ~50 ms. torch._dynamo matters:
 # the first optimizer built imports it lazily, which cost several seconds per run.
-_PRELOAD = ["torch", "torch._dynamo", "tbptt_bench.runs.harness", "tbptt_bench.engine.train", "tbptt_bench.models",
-            "tbptt_bench.tasks"]
+_PRELOAD = [
+    "torch",
+    "torch._dynamo",
+    "tbptt_bench.runs.harness",
+    "tbptt_bench.engine.train",
+    "tbptt_bench.models",
+    "tbptt_bench.tasks",
+]
 
 
 def _watch_driver(pid: int) -> None:
     """Die with the driver: a worker whose sweep was killed must not finish and write later."""
+
     def loop() -> None:
         while True:
             time.sleep(0.2)
@@ -250,15 +282,19 @@ def _watch_driver(pid: int) -> None:
                 os._exit(1)
             except PermissionError:
                 pass
+
     threading.Thread(target=loop, daemon=True, name="watch-driver").start()
 
 
-def _child(conn, cfg: dict, results_root: str, device: str, threads: int | None, driver: int, report: bool) -> None:
+def _child(
+    conn, cfg: dict, results_root: str, device: str, threads: int | None, driver: int, report: bool
+) -> None:
     _watch_driver(driver)
     from .harness import execute_run
 
     if threads:
         import torch
+
         torch.set_num_threads(threads)
     last = [0.0]
 
@@ -271,7 +307,7 @@ def _child(conn, cfg: dict, results_root: str, device: str, threads: int | None,
     try:
         summary = execute_run(RunConfig.from_dict(cfg), results_root, device, progress)
         conn.send(("done", summary))
-    except Exception as e:  # noqa: BLE001 - e.g. the results folder vanished: tell the driver
+    except Exception as e:
         conn.send(("error", f"{type(e).__name__}: {e}".splitlines()[0]))
     finally:
         conn.close()
@@ -285,18 +321,32 @@ def _context():
     return mp.get_context("spawn")
 
 
-def _run_local(todo: Sequence[PlannedRun], root: Path, device: str, jobs: int, threads: int | None,
-               quiet: bool, force: bool = False) -> Counter:
-    from .harness import failed_record, run_dir_for, write_record
+def _run_local(
+    todo: Sequence[PlannedRun],
+    root: Path,
+    device: str,
+    jobs: int,
+    threads: int | None,
+    quiet: bool,
+    force: bool = False,
+) -> Counter:
     from . import envinfo
+    from .harness import failed_record, run_dir_for, write_record
 
     tqdm, hidden = _bars(quiet)
     ctx = _context()
     counts: Counter = Counter()
     active: dict[Any, tuple[Any, PlannedRun, store.Claim]] = {}
     outer = tqdm(total=len(todo), desc="runs", unit="run", disable=hidden, dynamic_ncols=True)
-    inner = tqdm(total=0, desc="updates", unit="upd", position=1, leave=False, disable=hidden or jobs > 1,
-                 dynamic_ncols=True)
+    inner = tqdm(
+        total=0,
+        desc="updates",
+        unit="upd",
+        position=1,
+        leave=False,
+        disable=hidden or jobs > 1,
+        dynamic_ncols=True,
+    )
     done_n = 0
 
     def finished(run: PlannedRun, summary: dict | None) -> None:
@@ -312,8 +362,19 @@ def _run_local(todo: Sequence[PlannedRun], root: Path, device: str, jobs: int, t
             while len(active) < jobs and (got := queue.next()) is not None:
                 run, claim = got
                 parent, child = ctx.Pipe(duplex=False)
-                p = ctx.Process(target=_child, args=(child, run.config.to_dict(), str(root), device, threads,
-                                                     os.getpid(), jobs == 1 and not hidden), daemon=True)
+                p = ctx.Process(
+                    target=_child,
+                    args=(
+                        child,
+                        run.config.to_dict(),
+                        str(root),
+                        device,
+                        threads,
+                        os.getpid(),
+                        jobs == 1 and not hidden,
+                    ),
+                    daemon=True,
+                )
                 p.start()
                 child.close()
                 active[parent] = (p, run, claim)
@@ -339,7 +400,9 @@ def _run_local(todo: Sequence[PlannedRun], root: Path, device: str, jobs: int, t
                 p.join()
                 try:
                     if msg is None:  # the worker died (e.g. killed for memory): record it as failed
-                        rec = failed_record(run.config, device, f"worker process died (exit code {p.exitcode})")
+                        rec = failed_record(
+                            run.config, device, f"worker process died (exit code {p.exitcode})"
+                        )
                         write_record(run_dir_for(root, envinfo.device_tag(rec.env), run.config), rec)
                         summary = rec.summary
                     elif msg[0] == "error":  # the worker could not write its record
@@ -396,6 +459,7 @@ def ray_device_tag(device: str, address: str | None = None) -> str:
     ray = _ray_init(address)
     if device == "cuda" and ray.cluster_resources().get("GPU", 0) < 1:
         from .envinfo import DeviceError
+
         raise DeviceError("device 'cuda' was asked for but the Ray cluster has no GPU; use --device cpu")
     probe = ray.remote(num_cpus=1, num_gpus=1 if device == "cuda" else 0, max_calls=1)(_ray_probe)
     return ray.get(probe.remote(device))
@@ -406,12 +470,20 @@ def _ray_task(cfg: dict, device: str, threads: int | None):
 
     if threads:
         import torch
+
         torch.set_num_threads(threads)
     return run_record(RunConfig.from_dict(cfg), device)
 
 
-def _run_ray(todo: Sequence[PlannedRun], root: Path, device: str, address: str | None, threads: int | None,
-             quiet: bool, force: bool = False) -> Counter:
+def _run_ray(
+    todo: Sequence[PlannedRun],
+    root: Path,
+    device: str,
+    address: str | None,
+    threads: int | None,
+    quiet: bool,
+    force: bool = False,
+) -> Counter:
     from . import envinfo
     from .harness import failed_record, run_dir_for, write_record
 
@@ -423,6 +495,7 @@ def _run_ray(todo: Sequence[PlannedRun], root: Path, device: str, address: str |
     counts: Counter = Counter()
     pending: dict[Any, tuple[PlannedRun, store.Claim]] = {}
     with tqdm(total=len(todo), desc="runs (ray)", unit="run", disable=hidden) as bar:
+
         def finished(run: PlannedRun, summary: dict | None) -> None:
             counts[summary["status"] if summary else "skipped"] += 1
             bar.update(1)
@@ -436,13 +509,15 @@ def _run_ray(todo: Sequence[PlannedRun], root: Path, device: str, address: str |
                 if not pending:
                     time.sleep(queue.wait_s(True) or 0.0)
                     continue
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=queue.wait_s(len(pending) < in_flight))
+                ready, _ = ray.wait(
+                    list(pending), num_returns=1, timeout=queue.wait_s(len(pending) < in_flight)
+                )
                 for ref in ready:
                     run, claim = pending.pop(ref)
                     try:
                         try:
                             rec = ray.get(ref)
-                        except Exception as e:  # noqa: BLE001 - the worker died (e.g. killed for memory)
+                        except Exception as e:
                             msg = f"ray task failed: {type(e).__name__}: {e}".splitlines()[0]
                             rec = failed_record(run.config, device, msg)
                         write_record(run_dir_for(root, envinfo.device_tag(rec.env), run.config), rec)

@@ -23,8 +23,19 @@ from .echo import EchoTask
 from .influence import InfluenceTask, optimal_theta
 from .language import LanguageTask
 
-__all__ = ["Stream", "Task", "TaskError", "TASKS", "make_task", "EchoTask", "CopyTask", "AddingTask",
-           "InfluenceTask", "LanguageTask", "optimal_theta"]
+__all__ = [
+    "TASKS",
+    "AddingTask",
+    "CopyTask",
+    "EchoTask",
+    "InfluenceTask",
+    "LanguageTask",
+    "Stream",
+    "Task",
+    "TaskError",
+    "make_task",
+    "optimal_theta",
+]
 
 TASKS: dict[str, type[Task]] = {
     "echo": EchoTask,
@@ -47,6 +58,8 @@ def make_task(name: str, **params: Any) -> Task:
     allowed = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     unknown = sorted(set(params) - set(allowed))
     if unknown:
-        raise TaskError(f"parameter {unknown[0]}={params[unknown[0]]!r} of task {name!r} is not allowed: "
-                        f"known parameters are {', '.join(allowed)}")
+        raise TaskError(
+            f"parameter {unknown[0]}={params[unknown[0]]!r} of task {name!r} is not allowed: "
+            f"known parameters are {', '.join(allowed)}"
+        )
     return cls(**params)

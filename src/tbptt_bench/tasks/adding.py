@@ -71,7 +71,7 @@ class AddingTask(Task):
         step = np.arange(L)[None, :, None]
         marker = (step == first[:, None, :]) | (step == second[:, None, :])
         query = np.broadcast_to(step == L - 1, marker.shape)
-        total = np.where(marker, value, np.float32(0)).sum(axis=1, dtype=np.float32)   # (n_seg, B)
+        total = np.where(marker, value, np.float32(0)).sum(axis=1, dtype=np.float32)  # (n_seg, B)
         target = np.where(query, total[:, None, :], np.float32(0))
         x = np.stack([value, marker.astype(np.float32), query.astype(np.float32)], axis=-1)
         x = x.reshape(n_seg * L, batch, 3)[:length]
@@ -81,5 +81,5 @@ class AddingTask(Task):
     def references(self, validation: Stream | None = None) -> dict[str, float]:
         """Reference lines in MSE per step (closed forms from the parameters)."""
         L = self.segment_length
-        q = 1.0 / (L - L // 2)                 # chance that the second marker sits on the query step
+        q = 1.0 / (L - L // 2)  # chance that the second marker sits on the query step
         return {"no_memory": ((1.0 - q) / 6.0 + q / 12.0) / L, "optimal": 0.0}

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-__all__ = ["Stream", "Task", "TaskError", "check_int", "check_float", "one_hot"]
+__all__ = ["Stream", "Task", "TaskError", "check_float", "check_int", "one_hot"]
 
 # Stream tags mixed into the seed so that training and validation never share a stream.
 _TRAIN, _VALIDATION = 0, 1
@@ -52,7 +52,11 @@ def check_int(name: str, value: Any, lo: int | None = None, hi: int | None = Non
 
 def check_float(name: str, value: Any, lo: float | None = None, hi: float | None = None) -> float:
     """``float(value)`` if it is a finite number in [lo, hi], else a one-line TaskError naming it."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not math.isfinite(value)
+    ):
         raise TaskError(f"{name}={value!r} is not allowed: {name} must be a finite number{_range(lo, hi)}")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         raise TaskError(f"{name}={value!r} is not allowed: {name} must be a finite number{_range(lo, hi)}")
@@ -76,7 +80,7 @@ def one_hot(idx: np.ndarray, depth: int) -> torch.Tensor:
     [[[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]]
     """
     out = np.zeros(idx.size * depth, dtype=np.float32)
-    out[np.arange(0, idx.size * depth, depth) + idx.ravel()] = 1.0   # flat scatter: the fastest numpy way
+    out[np.arange(0, idx.size * depth, depth) + idx.ravel()] = 1.0  # flat scatter: the fastest numpy way
     return torch.from_numpy(out.reshape(idx.shape + (depth,)))
 
 
@@ -93,9 +97,15 @@ class Stream:
     y: torch.Tensor
 
     def __post_init__(self) -> None:
-        if self.x.dim() != 3 or self.y.dim() not in (2, 3) or tuple(self.y.shape[:2]) != tuple(self.x.shape[:2]):
-            raise TaskError(f"stream shapes x={tuple(self.x.shape)}, y={tuple(self.y.shape)} are not allowed: "
-                            "x must be (T, B, D) and y (T, B) or (T, B, Q)")
+        if (
+            self.x.dim() != 3
+            or self.y.dim() not in (2, 3)
+            or tuple(self.y.shape[:2]) != tuple(self.x.shape[:2])
+        ):
+            raise TaskError(
+                f"stream shapes x={tuple(self.x.shape)}, y={tuple(self.y.shape)} are not allowed: "
+                "x must be (T, B, D) and y (T, B) or (T, B, Q)"
+            )
 
     @property
     def length(self) -> int:
@@ -116,9 +126,9 @@ class Task(abc.ABC):
     """Base of every task. Subclasses are frozen dataclasses of their generator parameters."""
 
     name: ClassVar[str]
-    loss: ClassVar[str]                       # "ce" or "mse"
+    loss: ClassVar[str]  # "ce" or "mse"
     required_cell: ClassVar[str | None] = None  # a models.MODELS key the task needs, if any
-    deterministic: ClassVar[bool] = False     # True: every stream is the same (nothing random)
+    deterministic: ClassVar[bool] = False  # True: every stream is the same (nothing random)
     reference_notes: ClassVar[dict[str, str]]
 
     # -- sizes ------------------------------------------------------------------------------
@@ -145,13 +155,15 @@ class Task(abc.ABC):
     def make_train(self, seed: int, epoch: int, batch: int, length: int) -> Stream:
         """The training stream of ``epoch``: B rows of ``length`` steps, fixed by (seed, epoch)."""
         check_int("epoch", epoch, 0)
-        return self._generate(self._rng(seed, _TRAIN, epoch), check_int("batch", batch, 1),
-                              check_int("length", length, 1))
+        return self._generate(
+            self._rng(seed, _TRAIN, epoch), check_int("batch", batch, 1), check_int("length", length, 1)
+        )
 
     def make_validation(self, seed: int, batch: int, length: int) -> Stream:
         """The held-out stream of ``seed`` (drawn from a seed stream no training epoch uses)."""
-        return self._generate(self._rng(seed, _VALIDATION, 0), check_int("batch", batch, 1),
-                              check_int("length", length, 1))
+        return self._generate(
+            self._rng(seed, _VALIDATION, 0), check_int("batch", batch, 1), check_int("length", length, 1)
+        )
 
     @staticmethod
     def _rng(seed: int, tag: int, epoch: int) -> np.random.Generator:

@@ -39,9 +39,9 @@ import torch
 
 from .base import Stream, Task, TaskError, check_int, one_hot
 
-__all__ = ["CopyTask", "BLANK", "START", "N_SYMBOLS", "ALPHABET"]
+__all__ = ["ALPHABET", "BLANK", "N_SYMBOLS", "START", "CopyTask"]
 
-BLANK, START, N_SYMBOLS = 0, 1, 4      # symbols are 2 .. 2 + N_SYMBOLS - 1
+BLANK, START, N_SYMBOLS = 0, 1, 4  # symbols are 2 .. 2 + N_SYMBOLS - 1
 ALPHABET = 2 + N_SYMBOLS
 
 _DEFAULT_M = 10
@@ -66,10 +66,14 @@ class CopyTask(Task):
         ranged = self.m_min is not None or self.m_max is not None
         if ranged:
             if self.m is not None:
-                raise TaskError(f"m={self.m!r} with m_min={self.m_min!r}, m_max={self.m_max!r} is not allowed: "
-                                "give either a fixed m or the range m_min..m_max")
+                raise TaskError(
+                    f"m={self.m!r} with m_min={self.m_min!r}, m_max={self.m_max!r} is not allowed: "
+                    "give either a fixed m or the range m_min..m_max"
+                )
             if self.m_min is None or self.m_max is None:
-                raise TaskError(f"m_min={self.m_min!r}, m_max={self.m_max!r} is not allowed: give both ends of the range")
+                raise TaskError(
+                    f"m_min={self.m_min!r}, m_max={self.m_max!r} is not allowed: give both ends of the range"
+                )
             lo, hi = check_int("m_min", self.m_min, 1), check_int("m_max", self.m_max, 1)
             if lo > hi:
                 raise TaskError(f"m_min={lo}, m_max={hi} is not allowed: m_min must be <= m_max")
@@ -93,26 +97,26 @@ class CopyTask(Task):
 
     def _generate(self, rng: np.random.Generator, batch: int, length: int) -> Stream:
         lo, hi = self.c_range
-        c = rng.integers(lo, hi + 1, size=(batch, length // (2 * lo) + 1))   # enough to cover a row
-        needed = np.cumsum(2 * c, axis=1) - 2 * c < length    # segments that start inside the row
+        c = rng.integers(lo, hi + 1, size=(batch, length // (2 * lo) + 1))  # enough to cover a row
+        needed = np.cumsum(2 * c, axis=1) - 2 * c < length  # segments that start inside the row
         n_seg = needed.sum(axis=1)
-        c = c[needed]                                          # row-major: row 0's segments first
+        c = c[needed]  # row-major: row 0's segments first
         # Lay the kept segments of all rows end to end; row b starts at its first segment.
         seg_len = 2 * c
         seg_start = np.cumsum(seg_len) - seg_len
         row_start = seg_start[np.cumsum(n_seg) - n_seg]
         seg = np.repeat(np.arange(c.size), seg_len)
         step = np.arange(seg.size)
-        pos, cc = step - seg_start[seg], c[seg]           # step inside the segment (0-based), its c
+        pos, cc = step - seg_start[seg], c[seg]  # step inside the segment (0-based), its c
         shown = np.where(pos == 0, START, rng.integers(2, ALPHABET, size=seg.size))
         x = np.where(pos < cc, shown, BLANK)
-        y = np.where(pos < cc, BLANK, x[np.maximum(step - cc, 0)])     # the input c steps earlier
-        idx = row_start[None, :] + np.arange(length)[:, None]         # (T, B) into the flat layout
+        y = np.where(pos < cc, BLANK, x[np.maximum(step - cc, 0)])  # the input c steps earlier
+        idx = row_start[None, :] + np.arange(length)[:, None]  # (T, B) into the flat layout
         return Stream(one_hot(x[idx], ALPHABET), torch.from_numpy(y[idx]))
 
     def references(self, validation: Stream | None = None) -> dict[str, float]:
         """Reference lines in nats per step (closed forms from the parameters)."""
         lo, hi = self.c_range
-        p = 1.0 / ((lo + hi) / 2)                          # share of target START among blank inputs
+        p = 1.0 / ((lo + hi) / 2)  # share of target START among blank inputs
         h = -sum(q * math.log(q / k) for q, k in ((p, 1), (1.0 - p, N_SYMBOLS)) if q > 0.0)
         return {"no_memory": h / 2, "optimal": 0.0}

@@ -61,21 +61,27 @@ class EchoTask(Task):
         for field in ("lags", "effects"):
             v = getattr(self, field)
             if not isinstance(v, (tuple, list)) or not 1 <= len(v) <= _MAX_LAGS:
-                raise TaskError(f"{field}={v!r} is not allowed: {field} must be a list of 1 to {_MAX_LAGS} numbers")
+                raise TaskError(
+                    f"{field}={v!r} is not allowed: {field} must be a list of 1 to {_MAX_LAGS} numbers"
+                )
         lags = tuple(check_int("lag", v, 1) for v in self.lags)
         effects = tuple(check_float("effect", v) for v in self.effects)
         if len(set(lags)) != len(lags):
             raise TaskError(f"lags={self.lags!r} is not allowed: lags must be distinct")
         if len(lags) != len(effects):
-            raise TaskError(f"effects={self.effects!r} is not allowed: give one effect per lag ({len(lags)} lags)")
+            raise TaskError(
+                f"effects={self.effects!r} is not allowed: give one effect per lag ({len(lags)} lags)"
+            )
         base = check_float("base", self.base, 0.0, 1.0)
         object.__setattr__(self, "lags", lags)
         object.__setattr__(self, "effects", effects)
         object.__setattr__(self, "base", base)
         for bits, p in self.cell_probabilities().items():
             if not 0.0 <= p <= 1.0:
-                raise TaskError(f"effects={effects!r} is not allowed: p = {p:g} for lagged bits {bits} "
-                                "lies outside [0, 1]")
+                raise TaskError(
+                    f"effects={effects!r} is not allowed: p = {p:g} for lagged bits {bits} "
+                    "lies outside [0, 1]"
+                )
 
     @property
     def input_size(self) -> int:
@@ -87,21 +93,23 @@ class EchoTask(Task):
 
     def cell_probabilities(self) -> dict[tuple[int, ...], float]:
         """P(Y_t = 1) for every value of the lagged bits (ordered as ``lags``)."""
-        return {bits: self.base + sum(e for e, b in zip(self.effects, bits) if b)
-                for bits in itertools.product((0, 1), repeat=len(self.lags))}
+        return {
+            bits: self.base + sum(e for e, b in zip(self.effects, bits) if b)
+            for bits in itertools.product((0, 1), repeat=len(self.lags))
+        }
 
     def _generate(self, rng: np.random.Generator, batch: int, length: int) -> Stream:
         pad = max(self.lags)
         X = rng.integers(0, 2, size=(length + pad, batch), dtype=np.int64)
         p = np.full((length, batch), self.base)
         for lag, effect in zip(self.lags, self.effects):
-            p += effect * X[pad - lag: pad - lag + length]
+            p += effect * X[pad - lag : pad - lag + length]
         Y = (rng.random((length, batch)) < p).astype(np.int64)
         return Stream(one_hot(X[pad:], 2), torch.from_numpy(Y))
 
     def references(self, validation: Stream | None = None) -> dict[str, float]:
         """Reference lines in nats per step (from the parameters; the stream is not needed)."""
-        cells = self.cell_probabilities()          # every lagged-bit pattern has probability 2^-k
+        cells = self.cell_probabilities()  # every lagged-bit pattern has probability 2^-k
         optimal = sum(map(binary_entropy, cells.values())) / len(cells)
         no_memory = binary_entropy(sum(cells.values()) / len(cells))
         refs = {"no_memory": no_memory}

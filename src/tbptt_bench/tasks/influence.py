@@ -33,14 +33,16 @@ import torch
 
 from .base import Stream, Task, TaskError, check_float, check_int
 
-__all__ = ["InfluenceTask", "optimal_theta", "fixed_point_output"]
+__all__ = ["InfluenceTask", "fixed_point_output", "optimal_theta"]
 
 
 def _check(n: int, n_plus: int) -> None:
     check_int("n", n, 1)
     check_int("n_plus", n_plus, 0, n)
     if 2 * n_plus == n:
-        raise TaskError(f"n_plus={n_plus} with n={n} is not allowed: 2 n_plus = n makes s*^1 = 0 for every theta")
+        raise TaskError(
+            f"n_plus={n_plus} with n={n} is not allowed: 2 n_plus = n makes s*^1 = 0 for every theta"
+        )
 
 
 def fixed_point_output(theta: float, n: int = 23, n_plus: int = 10) -> float:

@@ -37,7 +37,7 @@ import torch
 
 from .base import Stream, Task, TaskError, check_float, check_int, one_hot
 
-__all__ = ["LanguageTask", "HMMSource", "predictive_logprobs", "log_likelihood", "sample_categorical"]
+__all__ = ["HMMSource", "LanguageTask", "log_likelihood", "predictive_logprobs", "sample_categorical"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,7 +69,7 @@ def sample_categorical(cum: np.ndarray, last: np.ndarray, rows: np.ndarray, u: n
     """
     width = cum.size // last.size
     col = np.searchsorted(cum, rows + u, side="right") - rows * width
-    return np.minimum(col, last[rows])      # guards k + u rounding up to k + 1
+    return np.minimum(col, last[rows])  # guards k + u rounding up to k + 1
 
 
 def _cdf(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -100,7 +100,9 @@ def predictive_logprobs(pi: np.ndarray, P: np.ndarray, E: np.ndarray, tokens: np
 
 def log_likelihood(pi: np.ndarray, P: np.ndarray, E: np.ndarray, tokens: np.ndarray) -> np.ndarray:
     """log p(w_1..w_T) of every row (B,), in nats, by the forward algorithm."""
-    first = np.log(_positive(np.asarray(pi, dtype=np.float64) @ np.asarray(E, dtype=np.float64)[:, tokens[0]]))
+    first = np.log(
+        _positive(np.asarray(pi, dtype=np.float64) @ np.asarray(E, dtype=np.float64)[:, tokens[0]])
+    )
     return first + predictive_logprobs(pi, P, E, tokens).sum(axis=0)
 
 
@@ -139,7 +141,9 @@ class LanguageTask(Task):
         object.__setattr__(self, "concentration", check_float("concentration", self.concentration, 1e-3))
         object.__setattr__(self, "source_seed", check_int("source_seed", self.source_seed, 0))
         if self.n_states * self.n_topics > 4096:
-            raise TaskError(f"n_states * n_topics = {self.n_states * self.n_topics} is not allowed: at most 4096 hidden states")
+            raise TaskError(
+                f"n_states * n_topics = {self.n_states * self.n_topics} is not allowed: at most 4096 hidden states"
+            )
 
     @property
     def input_size(self) -> int:
@@ -160,7 +164,9 @@ class LanguageTask(Task):
         n = length + 1
         u_fast, u_word = rng.random((n, batch)), rng.random((n, batch))
         z0 = rng.integers(0, Z, size=batch)
-        jumps = (rng.random((n - 1, batch)) < self.switch_prob) * rng.integers(1, max(Z, 2), size=(n - 1, batch))
+        jumps = (rng.random((n - 1, batch)) < self.switch_prob) * rng.integers(
+            1, max(Z, 2), size=(n - 1, batch)
+        )
         z = (z0 + np.concatenate([np.zeros((1, batch), np.int64), np.cumsum(jumps, axis=0)])) % Z
         s = np.empty((n, batch), dtype=np.int64)
         s[0] = sample_categorical(*f.pi_fast_cdf, np.zeros(batch, dtype=np.int64), u_fast[0])
@@ -183,8 +189,10 @@ class LanguageTask(Task):
     def _tokens(self, stream: Stream) -> np.ndarray:
         """w_1..w_{T+1} of every row, (T + 1, B), read back from a stream of this task."""
         if stream.x.shape[2] != self.vocab or stream.y.dim() != 2:
-            raise TaskError(f"stream with x {tuple(stream.x.shape)}, y {tuple(stream.y.shape)} is not allowed: "
-                            f"expected x (T, B, {self.vocab}) and y (T, B) of this task")
+            raise TaskError(
+                f"stream with x {tuple(stream.x.shape)}, y {tuple(stream.y.shape)} is not allowed: "
+                f"expected x (T, B, {self.vocab}) and y (T, B) of this task"
+            )
         x = stream.x.detach().cpu().argmax(-1).numpy()
         y = stream.y.detach().cpu().numpy().astype(np.int64)
         if not np.array_equal(x[1:], y[:-1]):
@@ -196,13 +204,13 @@ class LanguageTask(Task):
 class _Factors:
     """The source in factored form, for sampling: P = kron(topic, fast), E rows z * S + s."""
 
-    fast: np.ndarray                              # (S, S) fast-state transitions
-    topic: np.ndarray                             # (Z, Z) topic transitions
-    emit: np.ndarray                              # (Z * S, V) emissions
-    pi_fast: np.ndarray                           # (S,) stationary fast-state distribution
-    succ: np.ndarray                              # (S, b) successors of each fast state
-    succ_cdf: np.ndarray                          # (S, b) their cumulative weights (last = 1)
-    pi_fast_cdf: tuple[np.ndarray, np.ndarray]    # sample_categorical tables
+    fast: np.ndarray  # (S, S) fast-state transitions
+    topic: np.ndarray  # (Z, Z) topic transitions
+    emit: np.ndarray  # (Z * S, V) emissions
+    pi_fast: np.ndarray  # (S,) stationary fast-state distribution
+    succ: np.ndarray  # (S, b) successors of each fast state
+    succ_cdf: np.ndarray  # (S, b) their cumulative weights (last = 1)
+    pi_fast_cdf: tuple[np.ndarray, np.ndarray]  # sample_categorical tables
     emit_cdf: tuple[np.ndarray, np.ndarray]
 
 
@@ -234,5 +242,5 @@ def _factors(task: LanguageTask) -> _Factors:
 @functools.lru_cache(maxsize=16)
 def _build_source(task: LanguageTask) -> HMMSource:
     f = _factors(task)
-    pi = np.kron(np.full(task.n_topics, 1.0 / task.n_topics), f.pi_fast)   # topics: uniform
+    pi = np.kron(np.full(task.n_topics, 1.0 / task.n_topics), f.pi_fast)  # topics: uniform
     return HMMSource(pi=pi, P=np.kron(f.topic, f.fast), E=f.emit)

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ...models import RecurrentModel, State, map_state
 from ..chunking import ChunkPlan
 from ..losses import LOSSES
-from ...models import RecurrentModel, State, map_state
 from ..xi import draw_window_xi
 
 __all__ = ["AutogradPath"]
@@ -28,28 +28,38 @@ def flat(h: State) -> list[Tensor]:
 @dataclass
 class _Chunk:
     plan: ChunkPlan
-    params: dict[str, Tensor]   # the parameters it ran with (live, or its segment's snapshot)
-    h_in: State                 # input state: a leaf when gradient must pass through it
-    h_out: State                # output state, with graph (when in a window)
-    loss: Tensor | None         # its share of its update's objective, with graph until spent
+    params: dict[str, Tensor]  # the parameters it ran with (live, or its segment's snapshot)
+    h_in: State  # input state: a leaf when gradient must pass through it
+    h_out: State  # output state, with graph (when in a window)
+    loss: Tensor | None  # its share of its update's objective, with graph until spent
 
 
 class AutogradPath:
-    def __init__(self, model: RecurrentModel, x: Tensor, y: Tensor, loss: str, k2: int, pi: float | None,
-                 per_stream: bool, generator: torch.Generator | None, denoms: dict[int, int]):
+    def __init__(
+        self,
+        model: RecurrentModel,
+        x: Tensor,
+        y: Tensor,
+        loss: str,
+        k2: int,
+        pi: float | None,
+        per_stream: bool,
+        generator: torch.Generator | None,
+        denoms: dict[int, int],
+    ):
         self.model, self.x, self.y, self.k2 = model, x, y, k2
         self.loss_sum = LOSSES[loss]
         self.pi, self.per_stream, self.generator = pi, per_stream, generator
-        self.denoms = denoms                       # update time -> element count of its mean
+        self.denoms = denoms  # update time -> element count of its mean
         self.fused = model.fused_window and pi is None
         self.name = "autograd/" + ("fused-window" if self.fused else "step-loop")
         self.chunks: list[_Chunk] = []
-        self.saved_bytes_peak: int | None = None   # measured by the engine's meter when asked
+        self.saved_bytes_peak: int | None = None  # measured by the engine's meter when asked
 
     def forward(self, plan: ChunkPlan, params: dict[str, Tensor], h: State) -> State:
         """Run steps a+1..b from h (graph only inside a window); return the detached end state."""
         model = self.model
-        xs, ys = self.x[plan.a:plan.b], self.y[plan.a:plan.b]
+        xs, ys = self.x[plan.a : plan.b], self.y[plan.a : plan.b]
         through = plan.in_window and plan.a > plan.update - self.k2
         h_in = map_state(lambda t: t.detach().requires_grad_(True), h) if through else h
         # Outside its window the recurrence needs no graph; only the readout does (SPEC rule 3).
@@ -70,16 +80,21 @@ class AutogradPath:
         """Gradients of update u's objective (window (start, u]) by name, and the objective."""
         grads: dict[str, Tensor | None] = dict.fromkeys(names)
         objective = torch.zeros(())
-        g_next: list[Tensor] | None = None     # gradient arriving at the newer chunk's input state
-        xis = draw_window_xi(self.pi, self.per_stream, self.generator, start, u, self.x.shape[1],
-                             self.x.device, self.x.dtype)
+        g_next: list[Tensor] | None = None  # gradient arriving at the newer chunk's input state
+        xis = draw_window_xi(
+            self.pi, self.per_stream, self.generator, start, u, self.x.shape[1], self.x.device, self.x.dtype
+        )
         for chunk in reversed(self.chunks):
             plan, own = chunk.plan, chunk.plan.update == u
             if own:
                 objective = objective + chunk.loss.detach()
-            if not plan.in_window:                  # readout-only losses (k2 < k1)
+            if not plan.in_window:  # readout-only losses (k2 < k1)
                 if own and chunk.loss.requires_grad:
-                    self._add(grads, chunk, torch.autograd.grad(chunk.loss, list(chunk.params.values()), allow_unused=True))
+                    self._add(
+                        grads,
+                        chunk,
+                        torch.autograd.grad(chunk.loss, list(chunk.params.values()), allow_unused=True),
+                    )
                 continue
             if plan.a < start or (not own and g_next is None):
                 continue
@@ -89,16 +104,19 @@ class AutogradPath:
                 gouts += g_next
             # The edge h_a -> h_{a+1} passes gradient on only if h_a is not the held-constant
             # start and random truncation keeps it (xi = 0 stops the backward pass right here).
-            xi = xis[plan.a - start - 1] if xis is not None and plan.a > start else None   # edge a+1
+            xi = xis[plan.a - start - 1] if xis is not None and plan.a > start else None  # edge a+1
             pass_on = plan.a > start and (xi is None or bool((xi != 0).any()))
             inputs = list(chunk.params.values()) + (flat(chunk.h_in) if pass_on else [])
             got = torch.autograd.grad(outs, inputs, gouts, retain_graph=plan.last_use > u, allow_unused=True)
-            self._add(grads, chunk, got[:len(chunk.params)])
+            self._add(grads, chunk, got[: len(chunk.params)])
             if own:
-                chunk.loss = None    # its readout graph is spent; later windows need only the cell's
+                chunk.loss = None  # its readout graph is spent; later windows need only the cell's
             g_next = None
             if pass_on:
-                g_next = [torch.zeros_like(t) if g is None else g for g, t in zip(got[len(chunk.params):], flat(chunk.h_in))]
+                g_next = [
+                    torch.zeros_like(t) if g is None else g
+                    for g, t in zip(got[len(chunk.params) :], flat(chunk.h_in))
+                ]
                 if xi is not None:
                     g_next = [g * xi for g in g_next]
         return grads, objective

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ...models import ElmanRNN
 from ..chunking import ChunkPlan
 from ..losses import LOSS_GRADS, LOSSES
-from ...models import ElmanRNN
 from ..xi import draw_window_xi
 
 __all__ = ["ElmanPath"]
@@ -32,13 +32,13 @@ __all__ = ["ElmanPath"]
 class _Block:
     plan: ChunkPlan
     params: dict[str, Tensor]
-    x: Tensor                 # (L, B, D) inputs of its steps
-    h_in: Tensor              # (B, H) state before its first step
-    h: Tensor                 # (L, B, H) states after each step
-    dact: Tensor | None       # (L, B, H) f'(pre) for tanh; None for the linear cell
-    g_o: Tensor               # (L, B, Q) d(objective)/d(o), scaled by the update's mean
-    pull: Tensor | None       # (L, B, H) g_o @ W_qh: the readout's gradient into h (in-window only)
-    loss: Tensor              # its share of the objective (no graph)
+    x: Tensor  # (L, B, D) inputs of its steps
+    h_in: Tensor  # (B, H) state before its first step
+    h: Tensor  # (L, B, H) states after each step
+    dact: Tensor | None  # (L, B, H) f'(pre) for tanh; None for the linear cell
+    g_o: Tensor  # (L, B, Q) d(objective)/d(o), scaled by the update's mean
+    pull: Tensor | None  # (L, B, H) g_o @ W_qh: the readout's gradient into h (in-window only)
+    loss: Tensor  # its share of the objective (no graph)
 
     @property
     def nbytes(self) -> int:
@@ -49,8 +49,18 @@ class _Block:
 class ElmanPath:
     name = "manual-elman"
 
-    def __init__(self, model: ElmanRNN, x: Tensor, y: Tensor, loss: str, k2: int, pi: float | None,
-                 per_stream: bool, generator: torch.Generator | None, denoms: dict[int, int]):
+    def __init__(
+        self,
+        model: ElmanRNN,
+        x: Tensor,
+        y: Tensor,
+        loss: str,
+        k2: int,
+        pi: float | None,
+        per_stream: bool,
+        generator: torch.Generator | None,
+        denoms: dict[int, int],
+    ):
         self.model, self.x, self.y, self.k2 = model, x, y, k2
         self.loss_sum, self.loss_grad = LOSSES[loss], LOSS_GRADS[loss]
         self.pi, self.per_stream, self.generator, self.denoms = pi, per_stream, generator, denoms
@@ -62,7 +72,7 @@ class ElmanPath:
     @torch.no_grad()
     def forward(self, plan: ChunkPlan, params: dict[str, Tensor], h: Tensor) -> Tensor:
         model = self.model
-        xs, ys = self.x[plan.a:plan.b], self.y[plan.a:plan.b]
+        xs, ys = self.x[plan.a : plan.b], self.y[plan.a : plan.b]
         if self.tanh and plan.b - plan.a > 1:
             hs, h_out = model.window(params, xs, h)
         else:
@@ -75,9 +85,17 @@ class ElmanPath:
         scale = 1.0 / self.denoms[plan.update]
         g_o = self.loss_grad(o, ys) * scale
         inside = plan.in_window
-        block = _Block(plan, params, xs, h, hs,
-                       (1.0 - hs * hs) if (inside and self.tanh) else None, g_o,
-                       g_o @ params["W_qh"] if inside else None, self.loss_sum(o, ys) * scale)
+        block = _Block(
+            plan,
+            params,
+            xs,
+            h,
+            hs,
+            (1.0 - hs * hs) if (inside and self.tanh) else None,
+            g_o,
+            g_o @ params["W_qh"] if inside else None,
+            self.loss_sum(o, ys) * scale,
+        )
         self.blocks.append(block)
         self.live_bytes += block.nbytes
         self.saved_bytes_peak = max(self.saved_bytes_peak, self.live_bytes)
@@ -87,10 +105,14 @@ class ElmanPath:
     def backward(self, u: int, start: int, names: list[str]) -> tuple[dict[str, Tensor | None], Tensor]:
         grads: dict[str, Tensor | None] = dict.fromkeys(names)
         objective = torch.zeros(())
-        pieces: list[tuple[Tensor, Tensor, Tensor]] = []   # per block: (dpre, h_prev, x) of its steps
-        delta: Tensor | None = None            # dL/dh_j arriving from later steps (None: stopped)
-        xis = draw_window_xi(self.pi, self.per_stream, self.generator, start, u, self.x.shape[1], "cpu", torch.float64)
-        alive = None if xis is None else (xis != 0).flatten(1).any(1).tolist()   # read on the host: no device sync
+        pieces: list[tuple[Tensor, Tensor, Tensor]] = []  # per block: (dpre, h_prev, x) of its steps
+        delta: Tensor | None = None  # dL/dh_j arriving from later steps (None: stopped)
+        xis = draw_window_xi(
+            self.pi, self.per_stream, self.generator, start, u, self.x.shape[1], "cpu", torch.float64
+        )
+        alive = (
+            None if xis is None else (xis != 0).flatten(1).any(1).tolist()
+        )  # read on the host: no device sync
         if xis is not None:
             xis = xis.to(device=self.x.device, dtype=self.x.dtype)
         for block in reversed(self.blocks):
@@ -110,7 +132,7 @@ class ElmanPath:
             else:
                 dpre = torch.empty_like(block.h)
             lo = L
-            for i in range(L - 1, -1, -1):                    # step j = a + 1 + i, newest first
+            for i in range(L - 1, -1, -1):  # step j = a + 1 + i, newest first
                 j = plan.a + 1 + i
                 if delta is not None:
                     d = delta + block.pull[i] if own else delta
@@ -124,7 +146,7 @@ class ElmanPath:
                     break
                 if xis is None:
                     delta = dpre[i] @ W_hh
-                elif alive[j - start - 2]:                      # edge j kept for some stream
+                elif alive[j - start - 2]:  # edge j kept for some stream
                     delta = (dpre[i] @ W_hh) * xis[j - start - 2]
                 else:
                     delta = None

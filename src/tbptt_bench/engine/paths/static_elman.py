@@ -34,12 +34,18 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ...models import ElmanRNN
 from ..clipping import clip_by_global_norm_
 from ..losses import LOSS_GRADS, LOSSES
-from ...models import ElmanRNN
 
-__all__ = ["FUSED_MIN_STEPS", "WARMUP_UPDATES", "GraphedElman", "cuda_graphs_enabled", "fused_forward_enabled",
-           "graph_safe_optimizer"]
+__all__ = [
+    "FUSED_MIN_STEPS",
+    "WARMUP_UPDATES",
+    "GraphedElman",
+    "cuda_graphs_enabled",
+    "fused_forward_enabled",
+    "graph_safe_optimizer",
+]
 
 #: Eager updates on the capture's side stream before capture (lazy optimizer state, cuBLAS and
 #: cuDNN handles and workspaces for that stream). One suffices; each costs a whole eager update.
@@ -76,9 +82,21 @@ class GraphedElman:
     callback needs each record as it happens.
     """
 
-    def __init__(self, model: ElmanRNN, x: Tensor, y: Tensor, loss: str, k1: int, k2: int, clip: float | None,
-                 optimizer: torch.optim.Optimizer, per_step: int, h0: Tensor, capture: bool,
-                 autograd_window: bool = False):
+    def __init__(
+        self,
+        model: ElmanRNN,
+        x: Tensor,
+        y: Tensor,
+        loss: str,
+        k1: int,
+        k2: int,
+        clip: float | None,
+        optimizer: torch.optim.Optimizer,
+        per_step: int,
+        h0: Tensor,
+        capture: bool,
+        autograd_window: bool = False,
+    ):
         self.model, self.x, self.y, self.k1, self.k2, self.clip = model, x, y, k1, k2, clip
         self.optimizer, self.per_step = optimizer, per_step
         self.loss_sum, self.loss_grad = LOSSES[loss], LOSS_GRADS[loss]
@@ -87,20 +105,20 @@ class GraphedElman:
         self.names = list(self.live)
         self.capture = capture and x.device.type == "cuda"
         self.captured = False
-        self.capture_error: str | None = None             # why capture failed, if it did
+        self.capture_error: str | None = None  # why capture failed, if it did
         self.fused_forward = self.tanh and fused_forward_enabled(x.device)
         self.autograd_window = autograd_window
         B, H, D = x.shape[1], model.hidden_size, model.input_size
         kw = {"device": x.device, "dtype": x.dtype}
-        W = 0 if autograd_window else k2                   # no slots kept: the window is the segment's own
-        self.h = h0.detach().clone()                       # the carried state
-        self.hp = torch.zeros(W, B, H, **kw)               # per window slot: state before the step
-        self.da = torch.zeros(W, B, H, **kw)               #   f'(pre); 0 marks a slot before step 1
-        self.xb = torch.zeros(W, B, D, **kw)               #   the step's input
-        self.wb = torch.zeros(W, H, H, **kw)               #   W_hh of the step's time
+        W = 0 if autograd_window else k2  # no slots kept: the window is the segment's own
+        self.h = h0.detach().clone()  # the carried state
+        self.hp = torch.zeros(W, B, H, **kw)  # per window slot: state before the step
+        self.da = torch.zeros(W, B, H, **kw)  #   f'(pre); 0 marks a slot before step 1
+        self.xb = torch.zeros(W, B, D, **kw)  #   the step's input
+        self.wb = torch.zeros(W, H, H, **kw)  #   W_hh of the step's time
         self.dpre = torch.zeros(W, B, H, **kw)
-        self.t0 = torch.zeros((), dtype=torch.long, device=x.device)   # next segment's first index
-        self.record = torch.zeros(3, **kw)                 # loss, grad norm, clipped of the last update
+        self.t0 = torch.zeros((), dtype=torch.long, device=x.device)  # next segment's first index
+        self.record = torch.zeros(3, **kw)  # loss, grad norm, clipped of the last update
         self.grads = {n: torch.zeros_like(p) for n, p in self.live.items()}
         self._aranges: dict[int, Tensor] = {}
 
@@ -148,8 +166,11 @@ class GraphedElman:
         if self.fused_forward and L >= FUSED_MIN_STEPS:
             hs, _ = self.model.window(p, xs, self.h)
         else:
-            xproj = torch.addmm(p["b_h"], xs.reshape(L * B, -1), p["W_hx"].T) if "b_h" in p \
+            xproj = (
+                torch.addmm(p["b_h"], xs.reshape(L * B, -1), p["W_hx"].T)
+                if "b_h" in p
                 else xs.reshape(L * B, -1) @ p["W_hx"].T
+            )
             xproj = xproj.reshape(L, B, H)
             hs = torch.empty(L, B, H, device=xs.device, dtype=xs.dtype)
             h = self.h
@@ -169,15 +190,20 @@ class GraphedElman:
         torch.mm(g_o.reshape(-1, Q).T, hs.reshape(-1, H), out=g["W_qh"])
         if "b_q" in g:
             torch.sum(g_o, dim=(0, 1), out=g["b_q"])
-        pull = g_o @ p["W_qh"]                             # the readout's gradient into each h
+        pull = g_o @ p["W_qh"]  # the readout's gradient into each h
 
         # Slide the window by L steps: keep the last W - L old slots, append the new steps.
-        for buf, new in ((self.hp, h_prev), (self.da, dact), (self.xb, xs), (self.wb, p["W_hh"].expand(L, H, H))):
+        for buf, new in (
+            (self.hp, h_prev),
+            (self.da, dact),
+            (self.xb, xs),
+            (self.wb, p["W_hh"].expand(L, H, H)),
+        ):
             if L >= W:
-                buf.copy_(new[L - W:])
+                buf.copy_(new[L - W :])
             else:
-                buf[:W - L].copy_(buf[L:].clone())
-                buf[W - L:].copy_(new)
+                buf[: W - L].copy_(buf[L:].clone())
+                buf[W - L :].copy_(new)
 
         # Backward over the window, newest slot first: delta_{s-1} = dpre_s W_hh(s), plus the
         # readout pull where slot s-1 is one of this update's own steps (one addmm).
@@ -244,7 +270,7 @@ class GraphedElman:
         """Perform one update per segment length in ``segments``; ``callback(i, record)`` after
         update i (the record as a CPU tensor; costs a device sync per update)."""
         for n, p in self.live.items():
-            p.grad = self.grads[n]                         # the optimizer reads these buffers
+            p.grad = self.grads[n]  # the optimizer reads these buffers
         out = torch.empty(len(segments), 3, dtype=self.x.dtype, device=self.x.device)
         graph = None
         full = [i for i, L in enumerate(segments) if L == self.k1]
@@ -257,13 +283,13 @@ class GraphedElman:
                     graph.replay()
                 elif i == capture_at:
                     graph = self._capture(L, scale, side)
-                    if graph is None:                       # capture failed: this update, and
-                        self._update(L, scale)              # the rest, run eagerly
+                    if graph is None:  # capture failed: this update, and
+                        self._update(L, scale)  # the rest, run eagerly
                     else:
-                        graph.replay()                      # capture only records; replay runs it
+                        graph.replay()  # capture only records; replay runs it
                 elif side is not None and i < capture_at:
                     side.wait_stream(torch.cuda.current_stream())
-                    with torch.cuda.stream(side):           # warm-up off the capture's stream
+                    with torch.cuda.stream(side):  # warm-up off the capture's stream
                         self._update(L, scale)
                     torch.cuda.current_stream().wait_stream(side)
                 else:
