@@ -271,7 +271,7 @@ def test_equal_compute_reads_each_curve_at_the_smallest_final_budget():
     md, csv_body = fair.fair_tables(runs, curves)
     section = md.split("## 4. Equal compute", 1)[1]
     assert (
-        "Budget: 400 backprop steps (the smallest final count among the block's styles: TF-style (4, 4))."
+        "Budget: 400 backprop steps (the smallest final count among the block's trained styles: TF-style (4, 4))."
         in section
     )
     # at 400: TF ends there (0.50, 0.52); WP's second evaluation is at 400 (0.80, 0.82); paired Δ 0.30
@@ -410,3 +410,56 @@ def test_report_writes_fair_tables_from_new_protocol_records(tmp_path):
     ).read_bytes()
     r2rt = (tmp_path / "out" / "tables" / "cpu-x" / "full" / "echo" / "r2rt.md").read_text(encoding="utf-8")
     assert "| Williams–Peng (1, 4) | **0.505 ± 0.007** | 2k | 16k |" in r2rt
+
+
+def test_summary_gives_paired_differences_and_names_the_axis():
+    runs = frame(
+        [rec("tf4", 0.1, s, v) for s, v in enumerate([0.50, 0.52, 0.54])]
+        + [rec("wp4", 0.1, s, v) for s, v in enumerate([0.45, 0.50, 0.49])]
+        + [rec("full", 0.1, s, 0.30, updates=5) for s in range(3)]
+    )
+    text = tables.summary_markdown(runs)
+    lo, hi = stats.bootstrap_ci([-0.05, -0.02, -0.05])
+    assert hi < 0  # every resample mean lies in [-0.05, -0.02]
+    assert (
+        "- n = 4, paired over seeds against TF-style (4, 4) (final validation loss, each at its best lr; "
+        f"mean difference [95% bootstrap interval]): Williams–Peng (1, 4) -0.040 [{lo:+.3f}, {hi:+.3f}] (better)."
+    ) in text
+    assert "equal data (every style sees the sweep's timesteps)" in text and "Full BPTT (T, T) -" not in text
+    updates = runs.assign(sweep="full-updates")
+    assert "at equal updates (every style makes the same number of updates)" in tables.summary_markdown(
+        updates
+    )
+
+
+def test_starved_style_does_not_set_the_compute_budget():
+    runs, curves = compute_frames()
+    # a starved full-BPTT run (5 updates) whose curve ends at 100 backprop steps; TF at lr 0.03 ends at 300
+    extra = [
+        rec("full", 0.1, 0, 0.9, updates=5, backprop_steps=100),
+        rec("tf4", 0.03, 0, 0.6, backprop_steps=300),
+    ]
+    rows = [
+        {
+            "run_id": r["run_id"],
+            "device_tag": "cpu-x",
+            "sweep": "full",
+            "task": "echo",
+            "split": "val",
+            "update": i,
+            "timesteps": 100 * i,
+            "backprop_steps": r["backprop_steps"] * i // 2,
+            "loss": 1.0 - 0.1 * i,
+        }
+        for r in extra
+        for i in range(3)
+    ]
+    md, _ = fair.fair_tables(
+        pd.concat([runs, frame(extra)], ignore_index=True),
+        pd.concat([curves, pd.DataFrame(rows)], ignore_index=True),
+    )
+    # the budget is TF-style's smallest final count over its lrs (300), not the starved run's 100
+    assert (
+        "Budget: 300 backprop steps (the smallest final count among the block's trained styles: TF-style (4, 4))."
+        in md
+    )

@@ -42,6 +42,7 @@ from .tables import (
     Cell,
     ModelGroup,
     SeedRun,
+    budget_mode,
     compact,
     csv_text,
     fmt_lr,
@@ -86,7 +87,6 @@ COMPARISONS = (
 )
 #: Which data-budget sweep the equal-data and equal-compute tables use when several exist.
 DATA_SWEEP_PREFERENCE = ("full", "quick", "smoke")
-SWEEP_MODES = {"full-updates": "updates", "full-episodic": "episodic"}
 
 FAIR_CSV = (
     "comparison",
@@ -123,15 +123,6 @@ FAIR_CSV = (
 )
 
 
-def _mode(sweep: str, runs: pd.DataFrame) -> str:
-    """A sweep's budget mode: the records' ``budget_mode``, else by preset name, else "data"."""
-    if "budget_mode" in runs.columns:
-        modes = sorted({str(m) for m in runs["budget_mode"].dropna()})
-        if modes:
-            return modes[0]
-    return SWEEP_MODES.get(sweep, "data")
-
-
 def pick_sweeps(runs: pd.DataFrame) -> dict[str, str | None]:
     """comparison key -> the sweep it reads (None when missing), for one (device, task).
 
@@ -140,7 +131,7 @@ def pick_sweeps(runs: pd.DataFrame) -> dict[str, str | None]:
     """
     by_mode: dict[str, list[str]] = {}
     for sweep in sorted({str(s) for s in runs["sweep"]}):
-        by_mode.setdefault(_mode(sweep, runs[runs["sweep"] == sweep]), []).append(sweep)
+        by_mode.setdefault(budget_mode(sweep, runs[runs["sweep"] == sweep]), []).append(sweep)
 
     def first(mode: str, preferred: Sequence[str]) -> str | None:
         found = by_mode.get(mode, [])
@@ -307,20 +298,28 @@ def _section(
         for n, cells in _blocks(g):
             budget_line = ""
             if comp.key == "compute":
-                finals = {
-                    c.style_label: min(by_run[s.run_id][0][-1] for s in c.ok if s.run_id in by_run)
-                    for c in cells
-                    if any(s.run_id in by_run for s in c.ok)
-                }
+                # per style, its smallest final count over lrs and seeds; starved styles (not trained)
+                # do not set the budget, since they are never a reference
+                finals: dict[str, float] = {}
+                trained: set[str] = set()
+                for c in cells:
+                    for s in c.ok:
+                        if s.run_id in by_run:
+                            last = by_run[s.run_id][0][-1]
+                            finals[c.style_label] = min(finals.get(c.style_label, last), last)
+                            if c.starved is None:
+                                trained.add(c.style_label)
                 if not finals:
                     continue
-                smallest = min(finals, key=lambda k: (finals[k], k))
+                pool = trained or set(finals)
+                smallest = min(pool, key=lambda k: (finals[k], k))
                 budget = compute_budget if compute_budget is not None else finals[smallest]
                 budget_line = f"Budget: {compact(budget)} backprop steps " + (
                     "(stated)."
                     if compute_budget is not None
-                    else f"(the smallest final count among the block's styles: {smallest})."
+                    else f"(the smallest final count among the block's trained styles: {smallest})."
                 )
+                budget_line += " Updates and backprop steps in the table are run totals."
 
                 def at_budget(s: SeedRun, b: float = budget) -> float | None:
                     xy = by_run.get(s.run_id)

@@ -133,6 +133,24 @@ def _col(rec: dict, key: str) -> Any:
     return plain(rec.get(key))
 
 
+#: Budget mode by preset name, for records that do not say (``config.budget.mode``).
+SWEEP_MODES = {"full-updates": "updates", "full-episodic": "episodic"}
+AXES = {
+    "data": "equal data (every style sees the sweep's timesteps)",
+    "updates": "equal updates (every style makes the same number of updates)",
+    "episodic": "episodic sequences (state reset between sequences; full BPTT one update per sequence)",
+}
+
+
+def budget_mode(sweep: str, runs: pd.DataFrame) -> str:
+    """A sweep's budget mode: the records' ``budget_mode``, else by preset name, else "data"."""
+    if "budget_mode" in runs.columns:
+        modes = sorted({str(m) for m in runs["budget_mode"].dropna()})
+        if modes:
+            return modes[0]
+    return SWEEP_MODES.get(sweep, "data")
+
+
 def predates_protocol(runs: pd.DataFrame) -> bool:
     """True when no run carries the fair-comparison counts (``backprop_steps``): old records."""
     return "backprop_steps" not in runs.columns or not runs["backprop_steps"].notna().any()
@@ -775,6 +793,29 @@ def _at(c: Cell) -> str:
     return f"{c.style_label} ({c.mean:.3f} at lr {fmt_lr(c.lr)})"
 
 
+def _paired_sentence(cells: Sequence[Cell], n: int) -> list[str]:
+    """'- n = 5, paired ...': each trained style's difference to TF-style(n) with its 95% interval."""
+    from .fair import block_rows, delta_text  # fair builds on this module; imported when used
+
+    rows = block_rows(cells, lambda s: s.final, lambda s: s.final, n)
+    ref = next((r for r in rows if r.cell.style_preset == "tf_style" and r.cell.n == n), None)
+    parts = []
+    for r in rows:
+        if r is ref or not r.delta:
+            continue
+        text, _, ci = delta_text(r.delta, False)
+        verdict = (
+            "1 seed" if ci is None else "better" if ci[1] < 0 else "worse" if ci[0] > 0 else "not separated"
+        )
+        parts.append(f"{r.cell.style_label} {text} ({verdict})")
+    if ref is None or not parts:
+        return []
+    return [
+        f"- {_n_name(n)}, paired over seeds against {ref.cell.style_label} (final validation loss, each at "
+        f"its best lr; mean difference [95% bootstrap interval]): {', '.join(parts)}."
+    ]
+
+
 def summary_markdown(runs: pd.DataFrame, tolerance: float = 0.05) -> str:
     """A few sentences written from the numbers, on the equal-data axis of this sweep: reference
     lines reached, best per n against TF-style(n), cost against TF-style(n).
@@ -792,8 +833,8 @@ def summary_markdown(runs: pd.DataFrame, tolerance: float = 0.05) -> str:
         "",
         f"Device `{device}`, sweep `{sweep}`: {len(runs)} runs ({int(statuses.get('ok', 0))} ok, "
         f"{int(statuses.get('diverged', 0))} diverged, {int(statuses.get('failed', 0))} failed). "
-        f"Losses are {units}; every comparison below is at equal data (the sweep's timesteps) on the "
-        "final validation loss, each style at its best learning rate."
+        f"Losses are {units}; every comparison below is at {AXES.get(budget_mode(sweep, runs), 'data')} on "
+        "the final validation loss, each style at its best learning rate."
         + (" Reference lines: " + ", ".join(f"{n} {v:.4g}" for n, v in refs.items()) + "." if refs else ""),
         "",
         *protocol_note(runs),
@@ -841,6 +882,7 @@ def summary_markdown(runs: pd.DataFrame, tolerance: float = 0.05) -> str:
             if tf is not None and tf.style_spec != best.style_spec:
                 line += f"; {tf.style_label} reaches {tf.mean:.3f} ({tf.mean - best.mean:+.3f})"
             md.append(line + ".")
+            md += _paired_sentence(cells, n)
         trunc = _best(c for c in g.cells if c.style_preset not in ("full", "tf_style") and c.n is not None)
         tf = g.tf(trunc.n, trunc.lr) if trunc is not None else None
         if trunc is not None and tf is not None and tf.mean is not None and tf.starved is None:
