@@ -397,7 +397,7 @@ def test_report_writes_fair_tables_from_new_protocol_records(tmp_path):
     )
     data = fair_md.split("## 1. Equal data", 1)[1].split("## 2.", 1)[0]
     assert (
-        "| Full BPTT (T, T) | 0.1 | 2/2 | 5 (5 upd.) | 40 | 0.485 ± 0.007 | 0.495 ± 0.007 | +0.045 | — (starved) |"
+        "| Full BPTT (T, T) | 0.1 | 2/2 | 5 (starved) | 40 | 0.485 ± 0.007 | 0.495 ± 0.007 | +0.045 | — (starved) |"
         in data
     )
     assert "Not available: no `full-episodic` sweep" in fair_md and "predate" not in fair_md
@@ -463,3 +463,12 @@ def test_starved_style_does_not_set_the_compute_budget():
         "Budget: 300 backprop steps (the smallest final count among the block's trained styles: TF-style (4, 4))."
         in md
     )
+
+
+def test_mixed_records_mark_only_the_old_sweep():
+    new = starved_frame()
+    old = starved_frame().assign(sweep="full-updates", backprop_steps=pd.NA, test_loss=None)
+    old["run_id"] = old["run_id"] + "-old"
+    md, _ = fair.fair_tables(pd.concat([new, old], ignore_index=True))
+    assert md.count("These records predate") == 1
+    assert "These records predate" in md.split("## 2. Equal updates", 1)[1].split("## 3.", 1)[0]

@@ -169,7 +169,7 @@ def test_cost_table_ratios_to_tf_style_of_the_block(built):
     )
     # full BPTT (5 updates, starved) is marked and is nobody's reference: no "× full" ratio anywhere
     assert (
-        "| T | Full BPTT (T, T) | 0.03 | 5 (5 upd.) | n/a | — | 8.000 | — | 2,500 | — | 200.0 | — | 512.0 | — |"
+        "| T | Full BPTT (T, T) | 0.03 | 5 (starved) | n/a | — | 8.000 | — | 2,500 | — | 200.0 | — | 512.0 | — |"
         in md
     )
     assert "× full" not in md

@@ -49,6 +49,7 @@ from .tables import (
     md_table,
     model_groups,
     plain,
+    predates_protocol,
     protocol_note,
 )
 
@@ -373,7 +374,7 @@ def _section(
                     c.style_label,
                     fmt_lr(c.lr),
                     f"{len(c.ok)}/{c.runs}",
-                    compact(ups) + (f" ({c.starved:,} upd.)" if c.starved is not None else ""),
+                    compact(ups) + (" (starved)" if c.starved is not None else ""),
                     compact(c.mean_of("backprop_steps")),
                 ]
                 if comp.key == "updates":
@@ -500,6 +501,8 @@ def fair_tables(
         sel_curves = None
         if curves is not None and len(curves):
             sel_curves = curves[curves["sweep"] == sweep]
+        if not predates_protocol(runs):  # mixed records: say which sweep is old, where it is read
+            out.md += protocol_note(sel)
         _section(comp, sweep, sel, sel_curves, out, compute_budget)
     return "\n".join(out.md), csv_text(FAIR_CSV, out.rows)
 

@@ -717,7 +717,7 @@ def cost_tables(runs: pd.DataFrame) -> tuple[str, str]:
                     (lambda x: x.saved_bytes, KiB, ".1f"),
                 ]
                 ups = c.mean_of("updates")
-                starved = f" ({c.starved:,} upd.)" if c.starved is not None else ""
+                starved = " (starved)" if c.starved is not None else ""
                 cells_md = [compact(ups) + starved]
                 cells_csv: list[str] = [_csv_num(ups, 1), str(int(c.starved is not None))]
                 for i, (get, scale, spec) in enumerate(metrics):
