@@ -401,6 +401,8 @@ def test_report_writes_fair_tables_from_new_protocol_records(tmp_path):
         in data
     )
     assert "Not available: no `full-episodic` sweep" in fair_md and "predate" not in fair_md
+    compute = fair_md.split("## 4. Equal compute", 1)[1]
+    assert "Not in the table (no curve reaches the budget): Full BPTT (T, T)." in compute
     index = (tmp_path / "out" / "tables" / "index.md").read_text(encoding="utf-8")
     assert "- [fair.md](cpu-x/echo/fair.md)" in index
     again = tmp_path / "again"

@@ -345,6 +345,14 @@ def _section(
             if budget_line:
                 out.md += [budget_line, ""]
             notes = _block_notes(comp, rows, ref, n)
+            unread = [
+                lab
+                for lab in dict.fromkeys(c.style_label for c in cells)
+                if lab not in {r.cell.style_label for r in rows}
+            ]
+            if unread:
+                why = "no curve reaches the budget" if comp.key == "compute" else "no seed finished ok"
+                notes = [f"Not in the table ({why}): {', '.join(unread)}.", *(notes or [""])]
             header = ["style", "lr", "seeds", "updates", "backprop steps"]
             if comp.key == "updates":
                 header.append("row length")
