@@ -27,7 +27,7 @@ def test_block_holds_the_echo_table_with_reference_lines_and_is_stable(reported)
     echo_table = (reported / "tables" / "cpu-amd-epyc-7b13" / "smoke" / "echo" / "r2rt.md").read_text(
         encoding="utf-8"
     )
-    assert "### echo: minimum validation loss" in first
+    assert "### echo: final validation loss" in first
     assert (
         "| TF-style (4, 4) | 0.526 ± 0.008 | 0.540 |" in first
         and "| TF-style (4, 4) | 0.526 ± 0.008 | 0.540 |" in echo_table

@@ -23,53 +23,64 @@ FIXTURE = Path(__file__).parent / "fixtures" / "results"
 CPU, GPU = "cpu-amd-epyc-7b13", "cuda-nvidia-h100-80gb-hbm3"
 ECHO_CPU = Path(CPU) / "smoke" / "echo"
 
-# Computed by hand from tests/fixtures/results/make_fixture.py (RUNS): e.g. TF-style (4, 4) at lr 0.1 has
-# seeds 0.520 and 0.532 -> mean 0.526, sample sd 0.012/sqrt(2) = 0.00849; best of block n = 4 is
-# Williams–Peng 0.515; one-step at lr 0.03 failed and random(0.25) at lr 0.1 diverged.
+# Computed by hand from tests/fixtures/results/make_fixture.py (RUNS), where final = minimum validation
+# loss: e.g. TF-style (4, 4) at lr 0.1 has seeds 0.520 and 0.532 -> mean 0.526, sample sd
+# 0.012/sqrt(2) = 0.00849; updates per run = 5 epochs x updates per 200-step row (TF(4) 50, WP(1,4) 200,
+# overlapping(2,4) 100, one-step(4) 50, TF(8) 25; full BPTT and the notes' random form 1): full BPTT's
+# 5 updates are starved, so the full block has no bold cell; best of block n = 4 is Williams–Peng 0.515;
+# random(0.25) at lr 0.1 diverged at update 2*1+1 = 3 (no best-before-divergence in these old records).
 EXPECTED_ECHO_CPU_R2RT = """\
-# echo: minimum validation loss by style and learning rate
+# echo: final validation loss by style and learning rate
 
-Device `cpu-amd-epyc-7b13`, sweep `smoke`. Cell: minimum validation loss over the budget (cross-entropy, nats); \
-mean ± sd over seeds where several finished; **bold** = best in its block; columns = learning rate; \
-"diverged"/"failed" = no seed finished.
+Device `cpu-amd-epyc-7b13`, sweep `smoke`. Cell: final validation loss (cross-entropy, nats; \
+the mean of the last 3 scheduled evaluations), mean ± sd over seeds where several finished; \
+columns = learning rate; updates and backprop steps = means per run over the style's ok runs. \
+"(5 upd.)" = trained fewer than 100 updates: marked, never bold, never a reference. **bold** = \
+best unmarked cell in its block. A diverged cell gives the update of the first divergence and \
+the best validation loss reached before it. Secondary table (minimum validation loss): \
+r2rt_min.md.
+
+These records predate the fair-comparison protocol (docs/semantics.md, "Fair comparison"): they \
+carry no forward/backprop step counts and no test loss (shown as n/a), and their "final" \
+validation loss is the last single evaluation, not the mean of the last 3 scheduled ones.
 
 ## tanh, hidden 4 (adagrad)
 
 ### n = 4
 
-| style | lr 0.1 | lr 0.03 |
-| :--- | ---: | ---: |
-| TF-style (4, 4) | 0.526 ± 0.008 | 0.540 |
-| Williams–Peng (1, 4) | **0.515** | 0.525 |
-| Overlapping (2, 4) | 0.518 | 0.530 |
-| One-step (4, 1) | 0.660 | failed |
-| Random truncation (pi=0.25) | diverged | 0.600 |
+| style | lr 0.1 | lr 0.03 | updates | backprop steps |
+| :--- | ---: | ---: | ---: | ---: |
+| TF-style (4, 4) | 0.526 ± 0.008 | 0.540 | 250 | n/a |
+| Williams–Peng (1, 4) | **0.515** | 0.525 | 1k | n/a |
+| Overlapping (2, 4) | 0.518 | 0.530 | 500 | n/a |
+| One-step (4, 1) | 0.660 | failed | 250 | n/a |
+| Random truncation (pi=0.25) | diverged at upd. 3, best n/a | 0.600 (5 upd.) | 5 | n/a |
 
 ### n = 8
 
-| style | lr 0.1 | lr 0.03 |
-| :--- | ---: | ---: |
-| TF-style (8, 8) | **0.465** | 0.480 |
+| style | lr 0.1 | lr 0.03 | updates | backprop steps |
+| :--- | ---: | ---: | ---: | ---: |
+| TF-style (8, 8) | **0.465** | 0.480 | 125 | n/a |
 
 ### Full BPTT
 
-| style | lr 0.1 | lr 0.03 |
-| :--- | ---: | ---: |
-| Full BPTT (T, T) | **0.460** | 0.470 |
+| style | lr 0.1 | lr 0.03 | updates | backprop steps |
+| :--- | ---: | ---: | ---: | ---: |
+| Full BPTT (T, T) | 0.460 (5 upd.) | 0.470 (5 upd.) | 5 | n/a |
 
 ## tanh, hidden 16 (adagrad)
 
 ### n = 8
 
-| style | lr 0.1 |
-| :--- | ---: |
-| TF-style (8, 8) | **0.456** |
+| style | lr 0.1 | updates | backprop steps |
+| :--- | ---: | ---: | ---: |
+| TF-style (8, 8) | **0.456** | 125 | n/a |
 
 ### Full BPTT
 
-| style | lr 0.1 |
-| :--- | ---: |
-| Full BPTT (T, T) | **0.455** |
+| style | lr 0.1 | updates | backprop steps |
+| :--- | ---: | ---: | ---: |
+| Full BPTT (T, T) | 0.455 (5 upd.) | 5 | n/a |
 
 Reference lines (cross-entropy, nats):
 
@@ -118,58 +129,80 @@ def test_r2rt_csv_values(built):
         "",
         "1",
     )
+    assert (wp["final_val_loss_mean"], wp["updates_mean"], wp["backprop_steps_mean"]) == (
+        "0.515000",
+        "1000.0",
+        "",
+    )
     rnd = rows[("4", "random(0.25)", "0.1")]
-    assert (rnd["text"], rnd["diverged"], rnd["ok"], rnd["min_val_loss_mean"]) == ("diverged", "1", "0", "")
+    assert (rnd["text"], rnd["diverged"], rnd["ok"], rnd["min_val_loss_mean"], rnd["diverged_at_update"]) == (
+        "diverged at upd. 3, best n/a",
+        "1",
+        "0",
+        "",
+        "3",
+    )
     assert rows[("4", "one_step(4)", "0.03")]["text"] == "failed"
-    assert rows[("4", "full()", "0.1")]["n"] == "" and rows[("4", "full()", "0.1")]["best_in_block"] == "1"
+    full = rows[("4", "full()", "0.1")]  # 5 updates: starved, so never best
+    assert (full["n"], full["starved"], full["best_in_block"], full["text"]) == (
+        "",
+        "1",
+        "0",
+        "0.460 (5 upd.)",
+    )
     gpu = _csv_rows(out / "tables" / GPU / "smoke" / "echo" / "r2rt.csv")
     assert [(r["style_spec"], r["lr"], r["text"]) for r in gpu] == [
         ("tf_style(4)", "0.1", "0.523"),
         ("tf_style(4)", "0.01", "0.600"),
-        ("full()", "0.1", "0.461"),
+        ("full()", "0.1", "0.461 (5 upd.)"),
     ]
 
 
-def test_cost_table_ratios_to_full_bptt(built):
+def test_cost_table_ratios_to_tf_style_of_the_block(built):
     out, _ = built
     md = (out / "tables" / ECHO_CPU / "cost.md").read_text(encoding="utf-8")
-    # TF-style (4, 4), lr 0.1: mean of seeds wall (20+24)/2 = 22 s vs full 10 s; (900+1100)/2 = 1000
-    # timesteps/s vs 2000; peak (100+120)/2 = 110 MiB vs 200; saved 128 KiB vs 512.
+    # Williams–Peng (1, 4), lr 0.1: 80 s vs TF-style (4, 4)'s mean (20+24)/2 = 22 s; 250 vs (900+1100)/2
+    # timesteps/s; peak 120 vs (100+120)/2 MiB; saved 128 vs 128 KiB. Old records: no backprop steps.
     assert (
-        "| 4 | TF-style (4, 4) | 0.1 | 22.000 | 2.20× | 1,000 | 0.50× | 110.0 | 0.55× | 128.0 | 0.25× |" in md
+        "| 4 | Williams–Peng (1, 4) | 0.1 | 1k | n/a | — | 80.000 | 3.64× | 250 | 0.25× | 120.0 | 1.09× "
+        "| 128.0 | 1.00× |" in md
     )
+    # full BPTT (5 updates, starved) is marked and is nobody's reference: no "× full" ratio anywhere
     assert (
-        "| T | Full BPTT (T, T) | 0.03 | 8.000 | 1.00× | 2,500 | 1.00× | 200.0 | 1.00× | 512.0 | 1.00× |"
+        "| T | Full BPTT (T, T) | 0.03 | 5 (starved) | n/a | — | 8.000 | — | 2,500 | — | 200.0 | — | 512.0 | — |"
         in md
     )
+    assert "× full" not in md
     assert (
         "Left out (no ok seed): One-step (4, 1) at lr 0.03 (failed); "
-        "Random truncation (pi=0.25) at lr 0.1 (diverged)."
+        "Random truncation (pi=0.25) at lr 0.1 (diverged at upd. 3, best n/a)."
     ) in md
     assert "Peak memory source: ru_maxrss" in md
     rows = {
         (r["hidden_size"], r["style_spec"], r["lr"]): r
         for r in _csv_rows(out / "tables" / ECHO_CPU / "cost.csv")
     }
-    wp = rows[("4", "williams_peng(4)", "0.03")]  # 80 s vs full's 8 s at lr 0.03; 250 vs 2500 timesteps/s
-    assert (wp["train_wall_s"], wp["train_wall_vs_full"], wp["timesteps_per_s_vs_full"]) == (
+    wp = rows[("4", "williams_peng(4)", "0.03")]  # 80 s vs TF-style(4)'s 20 s at lr 0.03; 250 vs 1000
+    assert (wp["train_wall_s"], wp["train_wall_vs_tf"], wp["timesteps_per_s_vs_tf"], wp["updates"]) == (
         "80.000",
-        "10.0000",
-        "0.1000",
+        "4.0000",
+        "0.2500",
+        "1000.0",
     )
-    h16 = rows[("16", "tf_style(8)", "0.1")]  # 450/700 timesteps/s, 210/300 MiB
-    assert (h16["timesteps_per_s_vs_full"], h16["peak_mem_vs_full"], h16["saved_for_backward_KiB"]) == (
-        "0.6429",
-        "0.7000",
+    h16 = rows[("16", "tf_style(8)", "0.1")]
+    assert (h16["timesteps_per_s_vs_tf"], h16["saved_for_backward_KiB"], h16["starved"]) == (
+        "1.0000",
         "1024.000",
+        "0",
     )
+    assert rows[("16", "full()", "0.1")]["timesteps_per_s_vs_tf"] == ""  # the whole-sequence block has no TF
     assert ("4", "one_step(4)", "0.03") not in rows and ("4", "random(0.25)", "0.1") not in rows
     gpu = {
         r["style_spec"] + "@" + r["lr"]: r
         for r in _csv_rows(out / "tables" / GPU / "smoke" / "echo" / "cost.csv")
     }
-    assert gpu["tf_style(4)@0.1"]["train_wall_vs_full"] == "5.0000"
-    assert gpu["tf_style(4)@0.01"]["train_wall_vs_full"] == ""  # no full BPTT run at lr 0.01
+    assert gpu["tf_style(4)@0.1"]["train_wall_vs_tf"] == "1.0000"
+    assert gpu["full()@0.1"]["train_wall_vs_tf"] == ""
 
 
 def test_summary_is_written_from_the_numbers(built):
@@ -178,7 +211,12 @@ def test_summary_is_written_from_the_numbers(built):
     assert "17 runs (15 ok, 1 diverged, 1 failed)" in text
     assert "Reference lines: optimal 0.4545, partial 0.5192, no-memory 0.6616." in text
     assert "within 5% of the no-memory−optimal gap (0.0104) above it." in text
-    assert "- Reaches the optimal line: Full BPTT (T, T) (0.460 at lr 0.1)." in text
+    # full BPTT (5 updates) and the notes' random form (5 updates) are starved: named, never compared
+    assert (
+        "- Not compared (fewer than 100 updates, not trained): Full BPTT (T, T) (5 upd.), "
+        "Random truncation (pi=0.25) (5 upd.)."
+    ) in text
+    assert "Reaches the optimal line" not in text.split("## tanh, hidden 16")[0]
     assert (
         "- Reaches the partial line: TF-style (8, 8) (0.465 at lr 0.1), Williams–Peng (1, 4) (0.515 at lr 0.1), "
         "Overlapping (2, 4) (0.518 at lr 0.1), TF-style (4, 4) (0.526 at lr 0.1)."
@@ -189,25 +227,20 @@ def test_summary_is_written_from_the_numbers(built):
         in text
     )
     assert (
-        "- Best truncated style: TF-style (8, 8) (0.465 at lr 0.1), against full BPTT's 0.460 at the same lr; "
-        "it costs 1.50× its training wall time, 0.70× its timesteps/s, 0.60× its peak memory."
+        "- Best non-TF truncated style: Williams–Peng (1, 4) (0.515 at lr 0.1), against TF-style (4, 4)'s 0.526 "
+        "at the same lr (-0.011); it costs 3.64× its training wall time, 1.09× its peak memory."
     ) in text
+    assert "full BPTT's" not in text
     # hidden 16: 0.456 is within 5% of the gap (0.0104) of the optimal line 0.4545
-    assert (
-        "- Reaches the optimal line: Full BPTT (T, T) (0.455 at lr 0.1), TF-style (8, 8) (0.456 at lr 0.1)."
-        in text
-    )
+    assert "- Reaches the optimal line: TF-style (8, 8) (0.456 at lr 0.1)." in text
 
 
 def test_summary_follows_changed_data():
     runs = store.load_runs(FIXTURE).runs
     echo = runs[(runs["device_tag"] == CPU) & (runs["task"] == "echo") & (runs["hidden_size"] == 4)].copy()
-    echo.loc[echo["style_spec"] == "one_step(4)", "min_val_loss"] = 0.40
+    echo.loc[echo["style_spec"] == "one_step(4)", "final_val_loss"] = 0.40
     text = tables.summary_markdown(echo)
-    assert (
-        "- Reaches the optimal line: One-step (4, 1) (0.400 at lr 0.1), Full BPTT (T, T) (0.460 at lr 0.1)."
-        in text
-    )
+    assert "- Reaches the optimal line: One-step (4, 1) (0.400 at lr 0.1)." in text
     assert (
         "- n = 4: best is One-step (4, 1) (0.400 at lr 0.1); TF-style (4, 4) reaches 0.526 (+0.126)." in text
     )
@@ -243,7 +276,12 @@ def test_returns_every_file_and_index_lists_them(built):
         [
             f"tables/{g}/{n}"
             for g in (f"{CPU}/smoke/adding", f"{CPU}/smoke/echo", f"{GPU}/smoke/echo")
-            for n in ("r2rt.md", "r2rt.csv", "cost.md", "cost.csv", "summary.md")
+            for n in ("r2rt.md", "r2rt.csv", "r2rt_min.md", "cost.md", "cost.csv", "summary.md")
+        ]
+        + [
+            f"tables/{g}/{n}"
+            for g in (f"{CPU}/adding", f"{CPU}/echo", f"{GPU}/echo")
+            for n in ("fair.md", "fair.csv")
         ]
         + [
             f"figures/{g}/{n}.{e}"
@@ -420,13 +458,14 @@ def test_groups_without_any_ok_run_still_report(tmp_path):
         shutil.copytree(src, tmp_path / "results" / CPU / "smoke" / src.name)
     report.build_report(tmp_path / "results", figures=False)
     md = (tmp_path / "results" / "tables" / ECHO_CPU / "r2rt.md").read_text(encoding="utf-8")
-    assert "| One-step (4, 1) | — | failed |" in md and "| Random truncation (pi=0.25) | diverged | — |" in md
+    assert "| One-step (4, 1) | — | failed | n/a | n/a |" in md
+    assert "| Random truncation (pi=0.25) | diverged at upd. 3, best n/a | — | n/a | n/a |" in md
     summary = (tmp_path / "results" / "tables" / ECHO_CPU / "summary.md").read_text(encoding="utf-8")
     assert "2 runs (0 ok, 1 diverged, 1 failed)" in summary and "No configuration finished ok." in summary
     cost = (tmp_path / "results" / "tables" / ECHO_CPU / "cost.md").read_text(encoding="utf-8")
     assert (
-        "Left out (no ok seed): One-step (4, 1) at lr 0.03 (failed); Random truncation (pi=0.25) at lr 0.1"
-        in cost
+        "Left out (no ok seed): One-step (4, 1) at lr 0.03 (failed); Random truncation (pi=0.25) at lr 0.1 "
+        "(diverged at upd. 3, best n/a)" in cost
     )
     loaded = store.load_runs(tmp_path / "results")
     fig = figures.learning_curves_figure(loaded.runs, loaded.curves)

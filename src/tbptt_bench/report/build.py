@@ -6,6 +6,8 @@ Reads ``<results>/<device_tag>/<sweep>/<run_id>/`` through ``store.load_runs``, 
     tables/<device>/<sweep>/<task>/r2rt.md|csv   quality table in r2rt's layout
     tables/<device>/<sweep>/<task>/cost.md|csv   wall time, timesteps/s, memory, × full BPTT
     tables/<device>/<sweep>/<task>/summary.md    sentences generated from the numbers
+    tables/<device>/<sweep>/<task>/r2rt_min.md   secondary quality table (minimum validation loss)
+    tables/<device>/<task>/fair.md|csv           the four fair comparisons, across the task's sweeps
     figures/<device>/<sweep>/<task>/curves.png|svg, quality_vs_cost.png|svg
     figures/truncation_patterns.png|svg, figures/gradient_norms.png|svg
     tables/index.md                              everything above, plus the skipped run folders
@@ -30,7 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..runs import store
-from . import tables
+from . import fair, tables
 
 __all__ = ["ReportError", "build_report"]
 
@@ -94,6 +96,7 @@ def build_report(
         files = {
             "r2rt.md": r2rt_md,
             "r2rt.csv": r2rt_csv,
+            "r2rt_min.md": tables.r2rt_min_tables(runs),
             "cost.md": cost_md,
             "cost.csv": cost_csv,
             "summary.md": tables.summary_markdown(runs),
@@ -117,6 +120,12 @@ def build_report(
                 for p in F.save(fig, fdir / base / stem):
                     written.append(p)
                     index.append(f"- [{(base / p.name).as_posix()}]({_rel(p, tdir)})")
+        index.append("")
+    for (device, task), files in fair.fair_files(loaded.runs, loaded.curves):
+        index += [f"## {task} — {device}, fair comparisons (all sweeps)", ""]
+        for name, body in files.items():
+            text(tdir / device / task / name, body)
+            index.append(f"- [{name}]({(Path(device) / task / name).as_posix()})")
         index.append("")
     if figures:
         from . import figures as F

@@ -4,13 +4,23 @@ Input is the ``runs`` DataFrame of ``store.load_runs`` restricted to one (device
 task). Output is text (Markdown, CSV) built with fixed formatting, so the same records always
 give byte-identical files. Torch-free.
 
-Quality cell = minimum validation loss over the budget, mean ± sd (sample sd, ddof=1) over the
-seeds that finished "ok"; a configuration with no ok seed shows "diverged" or "failed".
+Quality cell = FINAL validation loss (``final_val_loss``: the mean of the last 3 scheduled
+evaluations), mean ± sd (sample sd, ddof=1) over the seeds that finished "ok"; the minimum
+validation loss is the secondary table. A cell whose runs trained fewer than ``STARVED_UPDATES``
+updates is marked "(5 upd.)", is never bold and is never a reference (issue #12: a full-BPTT run
+with 5 updates has not trained, so "× full" ratios against it say nothing). A configuration with no
+ok seed shows where it diverged and the best loss it reached before.
+
+Records written before the fair-comparison protocol carry no forward/backprop counts, no test loss
+and a ``final_val_loss`` that is the last single evaluation: cells show "n/a" where a field is
+missing and the tables say the records predate the protocol.
 
 >>> cell_text(Cell.demo(values=[0.52, 0.532]))
 '0.526 ± 0.008'
+>>> cell_text(Cell.demo(values=[0.5], updates=5))
+'0.500 (5 upd.)'
 >>> cell_text(Cell.demo(values=[], diverged=1))
-'diverged'
+'diverged at upd. n/a, best n/a'
 """
 
 from __future__ import annotations
@@ -19,7 +29,7 @@ import csv
 import io
 import math
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,16 +37,22 @@ import pandas as pd
 
 __all__ = [
     "LOSS_UNITS",
+    "STARVED_UPDATES",
     "STYLE_ORDER",
     "Cell",
     "ModelGroup",
+    "SeedRun",
     "cell_text",
+    "compact",
     "cost_tables",
     "csv_text",
     "fmt_lr",
     "md_table",
     "model_groups",
     "plain",
+    "predates_protocol",
+    "protocol_note",
+    "r2rt_min_tables",
     "r2rt_tables",
     "references",
     "summary_markdown",
@@ -54,9 +70,14 @@ STYLE_ORDER = {
     "tbptt": 5,
     "full": 6,
 }
+#: A run with fewer updates than this has not trained (SPEC.md "Fair comparison"): it is marked,
+#: never bold, never a reference. 100 is far below any task's quick preset for truncated styles
+#: and above what full BPTT gets on a few long rows (r2rt's setting gives it 5).
+STARVED_UPDATES = 100
 REF_NAMES = (("optimal", "optimal"), ("partial", "partial"), ("no_memory", "no-memory"))
 MiB, KiB = 1024.0 * 1024.0, 1024.0
 DASH = "—"
+NA = "n/a"
 
 
 def plain(x: Any) -> Any:
@@ -80,9 +101,23 @@ def _mean(values: Iterable[float | None]) -> float | None:
     return statistics.fmean(vs) if vs else None
 
 
+def _finite(v: Any) -> bool:
+    return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
+
+
 def fmt_lr(lr: float) -> str:
     """Learning rate as written in headers: ``fmt_lr(0.0003) == '0.0003'``."""
     return f"{lr:g}" if lr >= 1e-4 else f"{lr:.1e}"
+
+
+def compact(x: float | None) -> str:
+    """Counts with 3 significant digits: ``compact(250) == '250'``, ``compact(12500) == '12.5k'``."""
+    if x is None:
+        return NA
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{suffix}"
+    return f"{x:.0f}"
 
 
 def _f(x: float | None, spec: str) -> str:
@@ -91,6 +126,95 @@ def _f(x: float | None, spec: str) -> str:
 
 def _csv_num(x: float | None, digits: int = 6) -> str:
     return "" if x is None else f"{x:.{digits}f}"
+
+
+def _col(rec: dict, key: str) -> Any:
+    """A record's field, None when the column is missing (records or a store that predate it)."""
+    return plain(rec.get(key))
+
+
+#: Budget mode by preset name, for records that do not say (``config.budget.mode``).
+SWEEP_MODES = {"full-updates": "updates", "full-episodic": "episodic"}
+AXES = {
+    "data": "equal data (every style sees the sweep's timesteps)",
+    "updates": "equal updates (every style makes the same number of updates)",
+    "episodic": "episodic sequences (state reset between sequences; full BPTT one update per sequence)",
+}
+
+
+def budget_mode(sweep: str, runs: pd.DataFrame) -> str:
+    """A sweep's budget mode: the records' ``budget_mode``, else by preset name, else "data"."""
+    if "budget_mode" in runs.columns:
+        modes = sorted({str(m) for m in runs["budget_mode"].dropna()})
+        if modes:
+            return modes[0]
+    return SWEEP_MODES.get(sweep, "data")
+
+
+def predates_protocol(runs: pd.DataFrame) -> bool:
+    """True when no run carries the fair-comparison counts (``backprop_steps``): old records."""
+    return "backprop_steps" not in runs.columns or not runs["backprop_steps"].notna().any()
+
+
+def protocol_note(runs: pd.DataFrame) -> list[str]:
+    """The one paragraph a table built from pre-protocol records carries (empty list otherwise)."""
+    if not predates_protocol(runs):
+        return []
+    return [
+        "These records predate the fair-comparison protocol (docs/semantics.md, \"Fair comparison\"): "
+        "they carry no forward/backprop step counts and no test loss (shown as n/a), and their "
+        "\"final\" validation loss is the last single evaluation, not the mean of the last 3 scheduled ones.",
+        "",
+    ]
+
+
+@dataclass(frozen=True)
+class SeedRun:
+    """One run's numbers that the tables use; None where the record does not carry the field."""
+
+    seed: int | None
+    status: str
+    final: float | None
+    minimum: float | None
+    test: float | None = None
+    ref_optimal: float | None = None
+    updates: int | None = None
+    timesteps: int | None = None
+    backprop_steps: int | None = None
+    forward_steps: int | None = None
+    expected_backprop_steps: float | None = None
+    best_before_divergence: float | None = None
+    diverged_at_update: int | None = None
+    row_len: int | None = None
+    episode_len: int | None = None
+    budget_mode: str | None = None
+    run_id: str = ""
+
+    @classmethod
+    def from_record(cls, r: dict) -> SeedRun:
+        def num(key: str) -> Any:
+            v = _col(r, key)
+            return v if _finite(v) else None
+
+        return cls(
+            seed=_col(r, "seed"),
+            status=str(r["status"]),
+            final=num("final_val_loss"),
+            minimum=num("min_val_loss"),
+            test=num("test_loss"),
+            ref_optimal=num("ref_optimal"),
+            updates=num("updates"),
+            timesteps=num("timesteps"),
+            backprop_steps=num("backprop_steps"),
+            forward_steps=num("forward_steps"),
+            expected_backprop_steps=num("expected_backprop_steps"),
+            best_before_divergence=num("best_val_before_divergence"),
+            diverged_at_update=num("diverged_at_update"),
+            row_len=num("row_len"),
+            episode_len=num("episode_len"),
+            budget_mode=_col(r, "budget_mode"),
+            run_id=str(r.get("run_id", "")),
+        )
 
 
 @dataclass(frozen=True)
@@ -105,14 +229,43 @@ class Cell:
     k2: int | None
     pi: float | None
     lr: float
-    runs: int
-    diverged: int
-    failed: int
-    values: tuple[float, ...]  # min val loss of each ok seed (finite only)
+    seeds: tuple[SeedRun, ...]
     wall_s: float | None = None
     timesteps_per_s: float | None = None
     peak_mem_bytes: float | None = None
     saved_bytes: float | None = None
+
+    @property
+    def runs(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def diverged(self) -> int:
+        return sum(s.status == "diverged" for s in self.seeds)
+
+    @property
+    def failed(self) -> int:
+        return sum(s.status == "failed" for s in self.seeds)
+
+    @property
+    def ok(self) -> tuple[SeedRun, ...]:
+        return tuple(s for s in self.seeds if s.status == "ok")
+
+    @property
+    def values(self) -> tuple[float, ...]:
+        """Final validation loss of each ok seed (the primary metric)."""
+        return tuple(s.final for s in self.ok if s.final is not None)
+
+    @property
+    def min_values(self) -> tuple[float, ...]:
+        return tuple(s.minimum for s in self.ok if s.minimum is not None)
+
+    @property
+    def excess(self) -> tuple[float, ...]:
+        """Final loss minus each seed's own optimal line (paired per seed)."""
+        return tuple(
+            s.final - s.ref_optimal for s in self.ok if s.final is not None and s.ref_optimal is not None
+        )
 
     @property
     def mean(self) -> float | None:
@@ -121,6 +274,16 @@ class Cell:
     @property
     def sd(self) -> float | None:
         return statistics.stdev(self.values) if len(self.values) > 1 else None
+
+    @property
+    def starved(self) -> int | None:
+        """The fewest updates of an ok run when under ``STARVED_UPDATES`` (the cell is marked), else None."""
+        ups = [s.updates for s in self.ok if s.updates is not None]
+        return min(ups) if ups and min(ups) < STARVED_UPDATES else None
+
+    def mean_of(self, attr: str) -> float | None:
+        """Mean of a SeedRun field over the ok seeds that carry it."""
+        return _mean(getattr(s, attr) for s in self.ok)
 
     @property
     def order(self) -> tuple:
@@ -133,33 +296,48 @@ class Cell:
         )
 
     @classmethod
-    def demo(cls, values: Sequence[float], diverged: int = 0, failed: int = 0) -> Cell:
-        """A cell for examples and tests."""
-        return cls(
-            "tf_style(4)",
-            "TF-style (4, 4)",
-            "tf_style",
-            4,
-            4,
-            4,
-            None,
-            0.1,
-            len(values) + diverged + failed,
-            diverged,
-            failed,
-            tuple(values),
-        )
+    def demo(
+        cls,
+        values: Sequence[float],
+        diverged: int = 0,
+        failed: int = 0,
+        updates: int | None = 1000,
+        spec: tuple[str, str, str, int | None] = ("tf_style(4)", "TF-style (4, 4)", "tf_style", 4),
+        lr: float = 0.1,
+    ) -> Cell:
+        """A cell for examples and tests: ok seeds 0.. with these final (= minimum) losses."""
+        seeds = [SeedRun(i, "ok", v, v, updates=updates) for i, v in enumerate(values)]
+        seeds += [SeedRun(len(seeds) + i, "diverged", None, None) for i in range(diverged)]
+        seeds += [SeedRun(len(seeds) + i, "failed", None, None) for i in range(failed)]
+        k = spec[3]
+        return cls(spec[0], spec[1], spec[2], k, k, k, None, lr, tuple(seeds))
 
 
-def cell_text(c: Cell) -> str:
-    """Fixed formatting: '0.515', '0.526 ± 0.008', '0.600 (1/2 diverged)', 'diverged', 'failed'."""
-    if not c.values:
+def _diverged_text(c: Cell) -> str:
+    """'diverged at upd. 120, best 0.612': first divergence over seeds, best loss reached before it."""
+    div = [s for s in c.seeds if s.status == "diverged"]
+    at = [s.diverged_at_update for s in div if s.diverged_at_update is not None]
+    best = [s.best_before_divergence for s in div if s.best_before_divergence is not None]
+    where = f"{min(at):,}" if at else NA
+    return f"diverged at upd. {where}, best {f'{min(best):.3f}' if best else NA}"
+
+
+def cell_text(c: Cell, metric: str = "final") -> str:
+    """Fixed formatting: '0.515', '0.526 ± 0.008', '0.460 (5 upd.)', '0.600 (1/2 diverged)',
+    'diverged at upd. 120, best 0.612', 'failed'. ``metric``: "final" (primary) or "min"."""
+    values = c.values if metric == "final" else c.min_values
+    if not values:
         if c.runs == 0:
             return DASH
-        return "diverged" if c.diverged else ("failed" if c.failed else "n/a")
-    text = f"{c.mean:.3f}" + (f" ± {c.sd:.3f}" if c.sd is not None else "")
-    bad = [f"{k}/{c.runs} {word}" for k, word in ((c.diverged, "diverged"), (c.failed, "failed")) if k]
-    return text + (f" ({', '.join(bad)})" if bad else "")
+        if c.diverged:
+            return _diverged_text(c)
+        return "failed" if c.failed else NA
+    text = f"{statistics.fmean(values):.3f}"
+    if len(values) > 1:
+        text += f" ± {statistics.stdev(values):.3f}"
+    notes = [f"{c.starved:,} upd."] if c.starved is not None else []
+    notes += [f"{k}/{c.runs} {word}" for k, word in ((c.diverged, "diverged"), (c.failed, "failed")) if k]
+    return text + (f" ({', '.join(notes)})" if notes else "")
 
 
 @dataclass(frozen=True)
@@ -193,6 +371,12 @@ class ModelGroup:
     def full(self, lr: float) -> Cell | None:
         return next((c for c in self.cells if c.style_preset == "full" and c.lr == lr), None)
 
+    def tf(self, n: int | None, lr: float) -> Cell | None:
+        """TF-style(n) of block n at this lr: the reference of every cost ratio (None for n = T)."""
+        if n is None:
+            return None
+        return next((c for c in self.cells if c.style_preset == "tf_style" and c.n == n and c.lr == lr), None)
+
 
 def model_groups(runs: pd.DataFrame) -> list[ModelGroup]:
     """Aggregate runs (one device, sweep, task) into model groups of cells, deterministically."""
@@ -215,10 +399,7 @@ def model_groups(runs: pd.DataFrame) -> list[ModelGroup]:
             k2=r0["k2"],
             pi=r0["pi"],
             lr=r0["lr"],
-            runs=len(rs),
-            diverged=sum(r["status"] == "diverged" for r in rs),
-            failed=sum(r["status"] == "failed" for r in rs),
-            values=tuple(r["min_val_loss"] for r in ok if r["min_val_loss"] is not None),
+            seeds=tuple(SeedRun.from_record(r) for r in rs),
             wall_s=_mean(r["train_wall_s"] for r in ok),
             timesteps_per_s=_mean(r["timesteps_per_s"] for r in ok),
             peak_mem_bytes=_mean(r["peak_mem_bytes"] for r in ok),
@@ -229,7 +410,11 @@ def model_groups(runs: pd.DataFrame) -> list[ModelGroup]:
 
 
 def references(runs: pd.DataFrame) -> list[tuple[str, float, str | None]]:
-    """(name, value, note) of the task's reference lines, from the first run (sorted by run_id)."""
+    """(name, value, note) of the task's reference lines, from the first run (sorted by run_id).
+
+    Tables that compare against the optimum use each seed's own value (``Cell.excess``); these
+    lines are what the text and figures draw.
+    """
     if runs.empty:
         return []
     r = runs.sort_values("run_id", kind="stable").iloc[0]
@@ -285,29 +470,42 @@ R2RT_CSV = (
     "ok",
     "diverged",
     "failed",
+    "final_val_loss_mean",
+    "final_val_loss_sd",
+    "final_excess_mean",
     "min_val_loss_mean",
     "min_val_loss_sd",
+    "updates_mean",
+    "backprop_steps_mean",
+    "starved",
+    "best_val_before_divergence",
+    "diverged_at_update",
     "text",
+    "min_text",
     "best_in_block",
 )
 
 
-def r2rt_tables(runs: pd.DataFrame) -> tuple[str, str]:
-    """(Markdown, CSV) of the r2rt-layout quality tables for one (device, sweep, task)."""
-    task, device, sweep, units = _title(runs)
-    md = [
-        f"# {task}: minimum validation loss by style and learning rate",
-        "",
-        f"Device `{device}`, sweep `{sweep}`. Cell: minimum validation loss over the budget ({units}); "
-        "mean ± sd over seeds where several finished; **bold** = best in its block; "
-        "columns = learning rate; \"diverged\"/\"failed\" = no seed finished.",
-        "",
-    ]
-    rows: list[list[Any]] = []
+def _best_value(cells: Iterable[Cell], metric: str) -> float | None:
+    """The bold value of a block: best mean among cells that are not starved."""
+    vals = [c.values if metric == "final" else c.min_values for c in cells if c.starved is None]
+    return min((statistics.fmean(v) for v in vals if v), default=None)
+
+
+def _style_costs(cells: Sequence[Cell], spec: str) -> tuple[str, str]:
+    """(updates, backprop steps) of one style in a block: means over its ok runs at every lr."""
+    ok = [s for c in cells if c.style_spec == spec for s in c.ok]
+    return compact(_mean(s.updates for s in ok)), compact(_mean(s.backprop_steps for s in ok))
+
+
+def _quality_markdown(runs: pd.DataFrame, metric: str, rows: list[list[Any]] | None) -> list[str]:
+    """The r2rt blocks for one metric ("final" or "min"); appends CSV rows when ``rows`` is a list."""
+    task, device, sweep, _ = _title(runs)
+    md: list[str] = []
     for g in model_groups(runs):
         md += [f"## {g.label}", ""]
         for n, cells in g.blocks():
-            best = min((c.mean for c in cells if c.mean is not None), default=None)
+            best = _best_value(cells, metric)
             md += [f"### {'Full BPTT' if n is None else _n_name(n)}", ""]
             table = []
             for spec in dict.fromkeys(c.style_spec for c in cells):
@@ -315,10 +513,22 @@ def r2rt_tables(runs: pd.DataFrame) -> tuple[str, str]:
                 line = [label]
                 for lr in g.lrs:
                     c = g.find(spec, lr)
-                    text = DASH if c is None else cell_text(c)
-                    is_best = c is not None and best is not None and c.mean == best
+                    text = DASH if c is None else cell_text(c, metric)
+                    vals = () if c is None else (c.values if metric == "final" else c.min_values)
+                    is_best = (
+                        c is not None and c.starved is None and bool(vals) and statistics.fmean(vals) == best
+                    )
                     line.append(f"**{text}**" if is_best else text)
-                    if c is not None:
+                    if c is not None and rows is not None:
+                        div = [s for s in c.seeds if s.status == "diverged"]
+                        bests = [
+                            s.best_before_divergence for s in div if s.best_before_divergence is not None
+                        ]
+                        ats = [s.diverged_at_update for s in div if s.diverged_at_update is not None]
+                        mn_sd = (
+                            statistics.fmean(c.min_values) if c.min_values else None,
+                            statistics.stdev(c.min_values) if len(c.min_values) > 1 else None,
+                        )
                         rows.append(
                             [
                                 device,
@@ -334,25 +544,77 @@ def r2rt_tables(runs: pd.DataFrame) -> tuple[str, str]:
                                 c.style_spec,
                                 fmt_lr(lr),
                                 c.runs,
-                                len(c.values),
+                                len(c.ok),
                                 c.diverged,
                                 c.failed,
                                 _csv_num(c.mean),
                                 _csv_num(c.sd),
+                                _csv_num(_mean(c.excess)),
+                                _csv_num(mn_sd[0]),
+                                _csv_num(mn_sd[1]),
+                                _csv_num(c.mean_of("updates"), 1),
+                                _csv_num(c.mean_of("backprop_steps"), 1),
+                                int(c.starved is not None),
+                                _csv_num(min(bests) if bests else None),
+                                min(ats) if ats else "",
                                 text,
+                                cell_text(c, "min"),
                                 int(is_best),
                             ]
                         )
-                table.append(line)
-            md += md_table(
-                ["style"] + [f"lr {fmt_lr(lr)}" for lr in g.lrs], table, "l" + "r" * len(g.lrs)
-            ) + [""]
+                table.append(line + list(_style_costs(cells, spec)))
+            header = ["style"] + [f"lr {fmt_lr(lr)}" for lr in g.lrs] + ["updates", "backprop steps"]
+            md += md_table(header, table, "l" + "r" * (len(g.lrs) + 2)) + [""]
+    return md
+
+
+def _references_md(runs: pd.DataFrame, units: str) -> list[str]:
     refs = references(runs)
-    if refs:
-        md += [f"Reference lines ({units}):", ""]
-        md += [f"- {name}: {value:.4g}" + (f" — {note}" if note else "") for name, value, note in refs]
-        md.append("")
+    if not refs:
+        return []
+    md = [f"Reference lines ({units}):", ""]
+    md += [f"- {name}: {value:.4g}" + (f" — {note}" if note else "") for name, value, note in refs]
+    return md + [""]
+
+
+def r2rt_tables(runs: pd.DataFrame) -> tuple[str, str]:
+    """(Markdown, CSV) of the r2rt-layout quality tables (final validation loss) for one
+    (device, sweep, task); the CSV also carries the minimum (the secondary metric) per cell."""
+    task, device, sweep, units = _title(runs)
+    md = [
+        f"# {task}: final validation loss by style and learning rate",
+        "",
+        f"Device `{device}`, sweep `{sweep}`. Cell: final validation loss ({units}; the mean of the last "
+        "3 scheduled evaluations), mean ± sd over seeds where several finished; columns = learning rate; "
+        "updates and backprop steps = means per run over the style's ok runs. "
+        f"\"(5 upd.)\" = trained fewer than {STARVED_UPDATES} updates: marked, never bold, never a "
+        "reference. **bold** = best unmarked cell in its block. A diverged cell gives the update of the "
+        "first divergence and the best validation loss reached before it. Secondary table (minimum "
+        "validation loss): r2rt_min.md.",
+        "",
+        *protocol_note(runs),
+    ]
+    rows: list[list[Any]] = []
+    md += _quality_markdown(runs, "final", rows)
+    md += _references_md(runs, units)
     return "\n".join(md), csv_text(R2RT_CSV, rows)
+
+
+def r2rt_min_tables(runs: pd.DataFrame) -> str:
+    """Markdown of the secondary r2rt tables: minimum validation loss over the evaluations."""
+    task, device, sweep, units = _title(runs)
+    md = [
+        f"# {task}: minimum validation loss by style and learning rate (secondary)",
+        "",
+        f"Device `{device}`, sweep `{sweep}`. Cell: minimum validation loss over the scheduled evaluations "
+        f"({units}), mean ± sd over seeds. Secondary: a minimum over many noisy evaluations is biased low; "
+        "the primary table (r2rt.md) uses the final loss. Marks and bold as there.",
+        "",
+        *protocol_note(runs),
+    ]
+    md += _quality_markdown(runs, "min", None)
+    md += _references_md(runs, units)
+    return "\n".join(md)
 
 
 # -- cost table -------------------------------------------------------------------------------
@@ -369,14 +631,19 @@ COST_CSV = (
     "style_spec",
     "lr",
     "ok_runs",
+    "updates",
+    "starved",
+    "backprop_steps",
+    "expected_backprop_steps",
+    "backprop_steps_vs_tf",
     "train_wall_s",
-    "train_wall_vs_full",
+    "train_wall_vs_tf",
     "timesteps_per_s",
-    "timesteps_per_s_vs_full",
+    "timesteps_per_s_vs_tf",
     "peak_mem_MiB",
-    "peak_mem_vs_full",
+    "peak_mem_vs_tf",
     "saved_for_backward_KiB",
-    "saved_for_backward_vs_full",
+    "saved_for_backward_vs_tf",
 )
 
 
@@ -384,34 +651,50 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b == 0 else a / b
 
 
-def cost_tables(runs: pd.DataFrame) -> tuple[str, str]:
-    """(Markdown, CSV): per style and lr, wall time, timesteps/s, peak and saved memory, × full BPTT.
+def _backprop_text(c: Cell) -> str:
+    """Measured backprop steps; "(exp. X)" beside it where the record carries the expected count."""
+    measured, expected = c.mean_of("backprop_steps"), c.mean_of("expected_backprop_steps")
+    return compact(measured) + (f" (exp. {compact(expected)})" if expected is not None else "")
 
-    Means over the seeds that finished "ok"; the ratio is to full BPTT at the same lr and model.
+
+def cost_tables(runs: pd.DataFrame) -> tuple[str, str]:
+    """(Markdown, CSV): per style and lr, updates, backprop steps, wall time, timesteps/s, memory,
+    each as a ratio to TF-style(n) of the same block (same model and lr).
+
+    Means over the seeds that finished "ok". The reference is TF-style(n), not full BPTT: full BPTT
+    with one update per long row is often starved, and a ratio to a run that has not trained says
+    nothing. A starved TF-style(n) is no reference either (its ratios are left empty).
     """
     task, device, sweep, _ = _title(runs)
     sources = sorted({str(s) for s in runs["peak_mem_source"].dropna()})
     md = [
         f"# {task}: training cost by style",
         "",
-        f"Device `{device}`, sweep `{sweep}`. Means over seeds that finished ok; \"× full\" = ratio to "
-        "full BPTT with the same model and learning rate. Peak memory source: "
-        f"{', '.join(sources) if sources else DASH}; saved-for-backward = peak bytes autograd held.",
+        f"Device `{device}`, sweep `{sweep}`. Means over seeds that finished ok; \"× TF\" = ratio to "
+        "TF-style (n, n) of the same block, model and learning rate (none for the whole-sequence block, "
+        f"none against a TF-style run with fewer than {STARVED_UPDATES} updates). \"(5 upd.)\" marks a "
+        "run that trained fewer than that. Backprop steps: time steps the backward passes traversed, "
+        "summed over the run (\"exp.\" = the expected count where the record carries it). Peak memory "
+        f"source: {', '.join(sources) if sources else DASH}; saved-for-backward = peak bytes autograd held.",
         "",
+        *protocol_note(runs),
     ]
     rows: list[list[Any]] = []
     header = [
         "n",
         "style",
         "lr",
+        "updates",
+        "backprop steps",
+        "× TF",
         "train wall (s)",
-        "× full",
+        "× TF",
         "timesteps/s",
-        "× full",
+        "× TF",
         "peak mem (MiB)",
-        "× full",
+        "× TF",
         "saved for backward (KiB)",
-        "× full",
+        "× TF",
     ]
     for g in model_groups(runs):
         md += [f"## {g.label}", ""]
@@ -420,21 +703,33 @@ def cost_tables(runs: pd.DataFrame) -> tuple[str, str]:
         blocks = [b for b in blocks if b[0] is None] + [b for b in blocks if b[0] is not None]
         for n, cells in blocks:
             for c in cells:
-                if not c.values and c.wall_s is None:
+                if not c.ok and c.wall_s is None:
                     left_out.append(f"{c.style_label} at lr {fmt_lr(c.lr)} ({cell_text(c)})")
                     continue
-                f = g.full(c.lr)
-                metrics = [
-                    (c.wall_s, f and f.wall_s, 1.0),
-                    (c.timesteps_per_s, f and f.timesteps_per_s, 1.0),
-                    (c.peak_mem_bytes, f and f.peak_mem_bytes, MiB),
-                    (c.saved_bytes, f and f.saved_bytes, KiB),
+                tf = g.tf(n, c.lr)
+                if tf is not None and tf.starved is not None:
+                    tf = None
+                metrics: list[tuple[Callable[[Cell], float | None], float, str]] = [
+                    (lambda x: x.mean_of("backprop_steps"), 1.0, ""),
+                    (lambda x: x.wall_s, 1.0, ".3f"),
+                    (lambda x: x.timesteps_per_s, 1.0, ",.0f"),
+                    (lambda x: x.peak_mem_bytes, MiB, ".1f"),
+                    (lambda x: x.saved_bytes, KiB, ".1f"),
                 ]
-                cells_md, cells_csv = [], []
-                for (v, ref, scale), spec in zip(metrics, (".3f", ",.0f", ".1f", ".1f")):
-                    r, shown = _ratio(v, ref), None if v is None else v / scale
-                    cells_md += [_f(shown, spec), _f(r, ".2f") + ("×" if r is not None else "")]
-                    cells_csv += [_csv_num(shown, 3), _csv_num(r, 4)]
+                ups = c.mean_of("updates")
+                starved = " (starved)" if c.starved is not None else ""
+                cells_md = [compact(ups) + starved]
+                cells_csv: list[str] = [_csv_num(ups, 1), str(int(c.starved is not None))]
+                for i, (get, scale, spec) in enumerate(metrics):
+                    v = get(c)
+                    r = _ratio(v, get(tf) if tf is not None else None)
+                    shown = None if v is None else v / scale
+                    text = _backprop_text(c) if i == 0 else _f(shown, spec)
+                    cells_md += [text, _f(r, ".2f") + ("×" if r is not None else "")]
+                    cells_csv += [_csv_num(shown, 3)]
+                    if i == 0:
+                        cells_csv += [_csv_num(c.mean_of("expected_backprop_steps"), 1)]
+                    cells_csv += [_csv_num(r, 4)]
                 table.append(["T" if n is None else str(n), c.style_label, fmt_lr(c.lr)] + cells_md)
                 rows.append(
                     [
@@ -449,11 +744,11 @@ def cost_tables(runs: pd.DataFrame) -> tuple[str, str]:
                         c.style_label,
                         c.style_spec,
                         fmt_lr(c.lr),
-                        len(c.values),
+                        len(c.ok),
                     ]
                     + cells_csv
                 )
-        md += md_table(header, table, "lllrrrrrrrr") + [""]
+        md += md_table(header, table, "lll" + "r" * 11) + [""]
         if left_out:
             md += ["Left out (no ok seed): " + "; ".join(left_out) + ".", ""]
     return "\n".join(md), csv_text(COST_CSV, rows)
@@ -461,7 +756,8 @@ def cost_tables(runs: pd.DataFrame) -> tuple[str, str]:
 
 # -- generated summary ------------------------------------------------------------------------
 def _best(cells: Iterable[Cell]) -> Cell | None:
-    scored = [c for c in cells if c.mean is not None]
+    """The best cell (lowest mean final loss) among cells that are not starved."""
+    scored = [c for c in cells if c.mean is not None and c.starved is None]
     return min(scored, key=lambda c: (c.mean, c.order, -c.lr)) if scored else None
 
 
@@ -471,6 +767,16 @@ def _best_per_style(g: ModelGroup) -> list[Cell]:
         for spec in dict.fromkeys(c.style_spec for c in g.cells)
     ]
     return sorted((c for c in out if c is not None), key=lambda c: (c.mean, c.order))
+
+
+def _starved_styles(g: ModelGroup) -> list[Cell]:
+    """Styles whose every scored cell is starved: named in the summary, compared with nothing."""
+    out = []
+    for spec in dict.fromkeys(c.style_spec for c in g.cells):
+        cells = [c for c in g.cells if c.style_spec == spec and c.mean is not None]
+        if cells and all(c.starved is not None for c in cells):
+            out.append(min(cells, key=lambda c: (c.mean, -c.lr)))
+    return out
 
 
 def _reach(v: float, refs: dict[str, float], tol: float) -> str:
@@ -487,11 +793,37 @@ def _at(c: Cell) -> str:
     return f"{c.style_label} ({c.mean:.3f} at lr {fmt_lr(c.lr)})"
 
 
-def summary_markdown(runs: pd.DataFrame, tolerance: float = 0.05) -> str:
-    """A few sentences written from the numbers: reference lines reached, best per n, cost vs full.
+def _paired_sentence(cells: Sequence[Cell], n: int) -> list[str]:
+    """'- n = 5, paired ...': each trained style's difference to TF-style(n) with its 95% interval."""
+    from .fair import block_rows, delta_text  # fair builds on this module; imported when used
 
-    A style "reaches" a line when its best cell (over learning rates; mean over ok seeds) is at most
-    ``tolerance`` × (no-memory − optimal) above it.
+    rows = block_rows(cells, lambda s: s.final, lambda s: s.final, n)
+    ref = next((r for r in rows if r.cell.style_preset == "tf_style" and r.cell.n == n), None)
+    parts = []
+    for r in rows:
+        if r is ref or not r.delta:
+            continue
+        text, _, ci = delta_text(r.delta, False)
+        verdict = (
+            "1 seed" if ci is None else "better" if ci[1] < 0 else "worse" if ci[0] > 0 else "not separated"
+        )
+        parts.append(f"{r.cell.style_label} {text} ({verdict})")
+    if ref is None or not parts:
+        return []
+    return [
+        f"- {_n_name(n)}, paired over seeds against {ref.cell.style_label} (final validation loss, each at "
+        f"its best lr; mean difference [95% bootstrap interval]): {', '.join(parts)}."
+    ]
+
+
+def summary_markdown(runs: pd.DataFrame, tolerance: float = 0.05) -> str:
+    """A few sentences written from the numbers, on the equal-data axis of this sweep: reference
+    lines reached, best per n against TF-style(n), cost against TF-style(n).
+
+    The metric is the final validation loss; each style's learning rate is its best on it. A style
+    "reaches" a line when that loss (mean over ok seeds) is at most ``tolerance`` × (no-memory −
+    optimal) above it. Starved runs (fewer than ``STARVED_UPDATES`` updates) are named once and
+    never compared.
     """
     task, device, sweep, units = _title(runs)
     refs = {name: v for name, v, _ in references(runs)}
@@ -501,21 +833,33 @@ def summary_markdown(runs: pd.DataFrame, tolerance: float = 0.05) -> str:
         "",
         f"Device `{device}`, sweep `{sweep}`: {len(runs)} runs ({int(statuses.get('ok', 0))} ok, "
         f"{int(statuses.get('diverged', 0))} diverged, {int(statuses.get('failed', 0))} failed). "
-        f"Losses are {units}."
+        f"Losses are {units}; every comparison below is at {AXES.get(budget_mode(sweep, runs), 'data')} on "
+        "the final validation loss, each style at its best learning rate."
         + (" Reference lines: " + ", ".join(f"{n} {v:.4g}" for n, v in refs.items()) + "." if refs else ""),
         "",
+        *protocol_note(runs),
     ]
     gap = refs["no-memory"] - refs["optimal"] if {"optimal", "no-memory"} <= set(refs) else None
     tol = tolerance * gap if gap is not None and gap > 0 else None
     for g in model_groups(runs):
         md += [f"## {g.label}", ""]
         per_style = _best_per_style(g)
+        starved = _starved_styles(g)
+        if starved:
+            md.append(
+                f"- Not compared (fewer than {STARVED_UPDATES} updates, not trained): "
+                + ", ".join(f"{c.style_label} ({c.starved:,} upd.)" for c in starved)
+                + "."
+            )
         if not per_style:
-            md += ["No configuration finished ok.", ""]
+            md += [
+                "No configuration finished ok." if not starved else "No other configuration to compare.",
+                "",
+            ]
             continue
         if tol is not None:
             md.append(
-                f"- A style reaches a reference line when its best minimum validation loss is within "
+                f"- A style reaches a reference line when its final validation loss is within "
                 f"{tolerance:.0%} of the no-memory−optimal gap ({tol:.3g}) above it."
             )
             outcome: dict[str, list[str]] = {}
@@ -538,20 +882,23 @@ def summary_markdown(runs: pd.DataFrame, tolerance: float = 0.05) -> str:
             if tf is not None and tf.style_spec != best.style_spec:
                 line += f"; {tf.style_label} reaches {tf.mean:.3f} ({tf.mean - best.mean:+.3f})"
             md.append(line + ".")
-        trunc = _best(c for c in g.cells if c.style_preset != "full")
-        full = g.full(trunc.lr) if trunc is not None else None
-        if trunc is not None and full is not None and full.mean is not None:
+            md += _paired_sentence(cells, n)
+        trunc = _best(c for c in g.cells if c.style_preset not in ("full", "tf_style") and c.n is not None)
+        tf = g.tf(trunc.n, trunc.lr) if trunc is not None else None
+        if trunc is not None and tf is not None and tf.mean is not None and tf.starved is None:
             parts = [
-                (_ratio(trunc.wall_s, full.wall_s), "training wall time"),
-                (_ratio(trunc.timesteps_per_s, full.timesteps_per_s), "timesteps/s"),
-                (_ratio(trunc.peak_mem_bytes, full.peak_mem_bytes), "peak memory"),
+                (_ratio(trunc.mean_of("backprop_steps"), tf.mean_of("backprop_steps")), "backprop steps"),
+                (_ratio(trunc.wall_s, tf.wall_s), "training wall time"),
+                (_ratio(trunc.peak_mem_bytes, tf.peak_mem_bytes), "peak memory"),
             ]
             costs = ", ".join(f"{r:.2f}× its {what}" for r, what in parts if r is not None)
             md.append(
-                f"- Best truncated style: {_at(trunc)}, against full BPTT's {full.mean:.3f} at the same lr"
-                + (f"; it costs {costs}." if costs else ".")
+                f"- Best non-TF truncated style: {_at(trunc)}, against {tf.style_label}'s {tf.mean:.3f} at "
+                f"the same lr ({trunc.mean - tf.mean:+.3f})" + (f"; it costs {costs}." if costs else ".")
             )
         elif trunc is not None:
-            md.append(f"- Best truncated style: {_at(trunc)} (no full BPTT run at that lr to compare cost).")
+            md.append(
+                f"- Best non-TF truncated style: {_at(trunc)} (no trained TF-style run of its n at that lr)."
+            )
         md.append("")
     return "\n".join(md)

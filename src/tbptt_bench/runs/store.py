@@ -165,7 +165,31 @@ RUN_COLUMNS: dict[str, str] = {
     "error": "object",
     "git_dirty": "object",
     "run_dir": "object",
+    # the fair-comparison protocol's fields (issue #12); None in records that predate it
+    "forward_steps": "Int64",
+    "backprop_steps": "Int64",
+    "expected_backprop_steps": "float64",
+    "test_loss": "float64",
+    "best_val_before_divergence": "float64",
+    "failure_kind": "object",
+    "config_hash": "object",
+    "budget_mode": "object",
+    "row_len": "Int64",
+    "episode_len": "Int64",
 }
+#: Summary keys of the fair-comparison protocol: optional, so older records still load.
+PROTOCOL_SUMMARY_KEYS = (
+    "forward_steps",
+    "backprop_steps",
+    "expected_backprop_steps",
+    "test_loss",
+    "best_val_before_divergence",
+    "failure_kind",
+    "config_hash",
+)
+#: Optional curve column (cumulative backprop steps); present in the curves frame only when some
+#: loaded run has it, so frames of older records keep their columns.
+CURVE_BACKPROP = "backprop_steps"
 CURVES_COLUMNS: dict[str, str] = {
     "run_id": "object",
     "device_tag": "object",
@@ -239,15 +263,21 @@ def _check_keys(obj: Any, keys: Sequence[str], what: str) -> None:
         raise StoreError(f"{what} is missing keys {missing}: required are {list(keys)}")
 
 
+def _curve_header(rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    """CURVE_COLUMNS, with ``backprop_steps`` after ``timesteps`` when the rows carry it."""
+    if rows and CURVE_BACKPROP in rows[0]:
+        return CURVE_COLUMNS[:3] + (CURVE_BACKPROP,) + CURVE_COLUMNS[3:]
+    return CURVE_COLUMNS
+
+
 def _curve_csv(rows: Sequence[Mapping[str, Any]]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CURVE_COLUMNS)
+    header = _curve_header(rows)
+    w.writerow(header)
     for i, row in enumerate(rows):
-        if set(row) != set(CURVE_COLUMNS):
-            raise StoreError(
-                f"curve row {i} has keys {sorted(row)}: exactly {list(CURVE_COLUMNS)} are allowed"
-            )
+        if set(row) != set(header):
+            raise StoreError(f"curve row {i} has keys {sorted(row)}: exactly {list(header)} are allowed")
         if row["split"] not in SPLITS:
             raise StoreError(f"curve row {i} split={row['split']!r} is not allowed: use one of {SPLITS}")
         w.writerow(
@@ -255,6 +285,7 @@ def _curve_csv(rows: Sequence[Mapping[str, Any]]) -> str:
                 row["split"],
                 int(row["update"]),
                 int(row["timesteps"]),
+                *([int(row[CURVE_BACKPROP])] if len(header) > len(CURVE_COLUMNS) else []),
                 repr(float(row["train_wall_s"])),
                 repr(float(row["loss"])),
             ]
@@ -425,20 +456,23 @@ def _read_curve(path: Path) -> list[dict]:
         raise StoreError("curve.csv is truncated: its last row has no newline")  # can leave valid numbers
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
-    if header is None or tuple(header) != CURVE_COLUMNS:
+    with_bp = CURVE_COLUMNS[:3] + (CURVE_BACKPROP,) + CURVE_COLUMNS[3:]
+    if header is None or tuple(header) not in (CURVE_COLUMNS, with_bp):
         raise StoreError(f"curve.csv header {header} is not {list(CURVE_COLUMNS)}")
     rows = []
     for n, rec in enumerate(reader, start=2):
-        if len(rec) != len(CURVE_COLUMNS) or rec[0] not in SPLITS:
+        if len(rec) != len(header) or rec[0] not in SPLITS:
             raise StoreError(f"curve.csv line {n} is malformed: {rec}")
         try:
+            row = dict(zip(header, rec))
             rows.append(
                 {
                     "split": rec[0],
-                    "update": int(rec[1]),
-                    "timesteps": int(rec[2]),
-                    "train_wall_s": float(rec[3]),
-                    "loss": float(rec[4]),
+                    "update": int(row["update"]),
+                    "timesteps": int(row["timesteps"]),
+                    **({CURVE_BACKPROP: int(row[CURVE_BACKPROP])} if CURVE_BACKPROP in row else {}),
+                    "train_wall_s": float(row["train_wall_s"]),
+                    "loss": float(row["loss"]),
                 }
             )
         except ValueError:
@@ -474,6 +508,7 @@ def load_run(run_dir: str | os.PathLike) -> tuple[dict, list[dict]]:
     c = "config.json"
     refs = _get(config, "references", what=c)
     notes = config.get("reference_notes") or {}
+    budget = config["budget"] if isinstance(config["budget"], Mapping) else {}
     row = {
         "run_id": run_dir.name,
         "device_tag": run_dir.parent.parent.name,
@@ -509,6 +544,9 @@ def load_run(run_dir: str | os.PathLike) -> tuple[dict, list[dict]]:
         "error": summary["error"],
         "git_dirty": env["git_dirty"],
         "run_dir": str(run_dir),
+        **{k: summary.get(k) for k in PROTOCOL_SUMMARY_KEYS},
+        **{k: budget.get(k) for k in ("row_len", "episode_len")},
+        "budget_mode": budget.get("mode"),
     }
     return row, curve
 
@@ -586,5 +624,8 @@ def load_runs(root: str | os.PathLike) -> LoadedRuns:
         curves.extend({**base, **r} for r in curve)
     keys = ["device_tag", "sweep", "task", "run_id"]
     runs = _frame(rows, RUN_COLUMNS).sort_values(keys, kind="stable").reset_index(drop=True)
-    curves_df = _frame(curves, CURVES_COLUMNS).sort_values(keys, kind="stable").reset_index(drop=True)
+    curve_cols = dict(CURVES_COLUMNS)
+    if any(CURVE_BACKPROP in r for r in curves):
+        curve_cols[CURVE_BACKPROP] = "Int64"
+    curves_df = _frame(curves, curve_cols).sort_values(keys, kind="stable").reset_index(drop=True)
     return LoadedRuns(runs=runs, curves=curves_df, skipped=skipped)
