@@ -1,4 +1,4 @@
-"""Property tests: the update times and backprop depths the engine *applies* match SPEC.md.
+"""Property tests: the update times and backprop depths the engine *applies* match docs/semantics.md.
 
 Nothing here reads the style's schedule. The engine is observed from outside:
 
@@ -16,7 +16,10 @@ Nothing here reads the style's schedule. The engine is observed from outside:
   so row s of dL/dW_hx shows loss s's realised backprop window (j, s] and its depth.
   Under random truncation each kept edge is scaled by 1/pi: dL/dW_hx[s, j] = c pi^-(s-j).
 
-The oracle is SPEC.md's text, written out below (``spec_schedule``), on both engine paths.
+The oracle is docs/semantics.md's text, written out below (``spec_schedule``), on both engine paths.
+
+At the end: every invalid combination of inputs raises EngineError (never another exception) and
+leaves the parameters untouched, on every path.
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ class Recorder(torch.optim.Optimizer):
 
 
 def spec_schedule(T: int, k1: int | None, k2: int | None) -> list[tuple[int, int, int]]:
-    """SPEC.md written out: (previous update, update time, held-constant state index) per update."""
+    """docs/semantics.md written out: (previous update, update time, held-constant state index) per update."""
     k1 = T if k1 is None else k1
     k2 = T if k2 is None else k2
     times = [t for t in range(1, T + 1) if t % k1 == 0]

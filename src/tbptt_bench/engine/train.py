@@ -2,7 +2,7 @@
 
 ``train_stream`` checks its inputs (``checks``), picks a path from ``paths.selection.PATH_TABLE``,
 gathers what the path needs into one frozen ``paths.base.PathInputs`` and returns
-``Path(inputs).run(callback)``. The engine reads no environment variable: CUDA-graph capture and
+``Path(inputs).run(callback)``. The engine reads no process-wide settings: CUDA-graph capture and
 the graph's forward are arguments (the benchmark scripts map their variables onto them).
 
 >>> import torch

@@ -58,7 +58,7 @@ class AutogradPath(ChunkedPath):
         xs, ys = self.x[plan.a : plan.b], self.y[plan.a : plan.b]
         through = plan.in_window and plan.a > plan.update - self.k2
         h_in = map_state(lambda t: t.detach().requires_grad_(True), h) if through else h
-        # Outside its window the recurrence needs no graph; only the readout does (SPEC rule 3).
+        # Outside its window the recurrence needs no graph; only the readout does (docs/semantics.md rule 3).
         with torch.enable_grad() if plan.in_window else torch.no_grad():
             if self.fused and plan.b - plan.a > 1:
                 feats, h_out = model.window(params, xs, h_in)
