@@ -123,6 +123,7 @@ class ElmanPath(ChunkedPath):
                 dpre = block.pull * block.dact if self.tanh else block.pull.clone()
             else:
                 dpre = torch.empty_like(block.h)
+            L = plan.b - plan.a
             # Step i of the block is step j = a + 1 + i; xi row j - start - 2 is its incoming edge.
             delta, lo = backward_steps(
                 dpre,
@@ -137,7 +138,7 @@ class ElmanPath(ChunkedPath):
                 xi_row=plan.a - start - 1,
                 pulled=True,
             )
-            h_prev = torch.cat([block.h_in.unsqueeze(0), block.h[:-1]])
+            h_prev = block.h_in.unsqueeze(0) if L == 1 else torch.cat([block.h_in.unsqueeze(0), block.h[:-1]])
             pieces.append((dpre[lo:], h_prev[lo:], block.x[lo:]))
         if pieces:
             dpre, h_prev, x = (parts[0] if len(parts) == 1 else torch.cat(parts) for parts in zip(*pieces))

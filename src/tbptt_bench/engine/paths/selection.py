@@ -26,8 +26,9 @@ __all__ = ["MANUAL_MAX_WIDTH", "MANUAL_MAX_WINDOW", "PATH_NAMES", "PATH_TABLE", 
 #: CPU with benchmarks/ and torch 2.13): per-update autograd overhead dominates short windows
 #: (k2 <= 64) and narrow states (B*H <= 2048, e.g. B=16, H=32: 45 vs 60 ms for T=512); for long
 #: windows of wide states the Python loop of small ops loses (B=64, H=128, T=256: 121 vs 87 ms).
-#: On CUDA the same window bound decides the graphed path: above it the window's arithmetic,
-#: not kernel launches, dominates an update and cuDNN's window kernels win.
+#: The CUDA-graph row reuses MANUAL_MAX_WINDOW as its window bound (inherited, not measured
+#: separately on a GPU): for longer windows the arithmetic, not kernel launches, is expected to
+#: dominate an update, where cuDNN's window kernels through autograd serve.
 MANUAL_MAX_WINDOW = 64
 MANUAL_MAX_WIDTH = 2048
 
@@ -96,6 +97,15 @@ def _refuse_graph(s: Situation) -> str | None:
     return None
 
 
+def _manual_pays(s: Situation) -> bool:
+    """An Elman cell with stored history or random truncation (any device), or on the CPU a short
+    window or a narrow state (MANUAL_MAX_WINDOW, MANUAL_MAX_WIDTH)."""
+    if not s.elman:
+        return False
+    short = s.k2 <= MANUAL_MAX_WINDOW or s.batch * s.model.hidden_size <= MANUAL_MAX_WIDTH
+    return s.needs_manual or (not s.cuda and short)
+
+
 PATH_TABLE: tuple[PathRow, ...] = (
     PathRow(
         "cuda-graph-elman",
@@ -107,16 +117,7 @@ PATH_TABLE: tuple[PathRow, ...] = (
     PathRow(
         "manual-elman",
         ElmanPath,
-        lambda s: (
-            s.elman
-            and (
-                s.needs_manual
-                or (
-                    not s.cuda
-                    and (s.k2 <= MANUAL_MAX_WINDOW or s.batch * s.model.hidden_size <= MANUAL_MAX_WIDTH)
-                )
-            )
-        ),
+        _manual_pays,
         _needs_elman,
         "stored history and random truncation cost autograd one backward call per chunk; on the "
         "CPU short windows and narrow states pay more for autograd's per-update overhead",
