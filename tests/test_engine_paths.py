@@ -3,6 +3,7 @@ xi included); every row of PATH_TABLE implements the Path contract; selection fo
 the engine reads no environment variable."""
 
 import copy
+import dataclasses
 import pathlib
 
 import pytest
@@ -123,6 +124,8 @@ def test_every_row_of_the_path_table_implements_the_contract():
             stored_history=False,
             capture=row.name == "cuda-graph-elman",
         )
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            inputs.k2 = 5  # one frozen bundle: a path cannot change what the engine checked
         path = row.cls(inputs)
         assert isinstance(path, Path)
         result = path.run()

