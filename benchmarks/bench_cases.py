@@ -3,7 +3,7 @@
 One *case* is a fixed stream (x, y) and a fixed initial ElmanRNN for a (size, device); one *run* is
 one training pass over that stream, from a fresh copy of the initial model and a fresh SGD, by
 one implementation: ``"engine"`` (tbptt_bench.engine.train_stream) or a plain-PyTorch baseline
-from tbptt_bench.baselines. ``semantics`` says how far the baseline computes SPEC.md's style.
+from tbptt_bench.baselines. ``semantics`` says how far the baseline computes the style of docs/semantics.md.
 
 >>> [impl.name for impl in IMPLS["williams_peng(16)"]]
 ['engine', 'retain_graph_k1k2', 'rerun_window']
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import os
 import random
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -149,22 +150,42 @@ def device_or_skip(device: str) -> str:
     return device
 
 
-def prepare(case: Case, style_spec: str, impl: Impl, measure_memory: bool = False) -> Callable[[], dict]:
+def engine_options(environ=os.environ) -> dict[str, Any]:
+    """The engine's CUDA-graph options from the benchmark scripts' variables (the engine itself
+    reads none): ``TBPTT_BENCH_CUDA_GRAPHS=0`` -> ``cuda_graphs=False``;
+    ``TBPTT_BENCH_GRAPH_FORWARD=fused|loop`` -> ``graph_forward``.
+
+    >>> engine_options({"TBPTT_BENCH_CUDA_GRAPHS": "0", "TBPTT_BENCH_GRAPH_FORWARD": "loop"})
+    {'cuda_graphs': False, 'graph_forward': 'loop'}
+    >>> engine_options({})
+    {'cuda_graphs': True, 'graph_forward': 'fused'}
+    """
+    return {
+        "cuda_graphs": environ.get("TBPTT_BENCH_CUDA_GRAPHS", "1") != "0",
+        "graph_forward": environ.get("TBPTT_BENCH_GRAPH_FORWARD", "fused"),
+    }
+
+
+def prepare(
+    case: Case, style_spec: str, impl: Impl, measure_memory: bool = False, options: dict | None = None
+) -> Callable[[], dict]:
     """A fresh model and optimizer, and the function that runs ONE pass over the case's stream.
 
     The pass synchronizes the device before returning {"updates", "path", "saved_bytes_peak"};
     ``measure_memory`` counts the peak bytes saved for backward (the engine's own
     ``measure_memory=True``; a SavedTensorMeter around a baseline), which slows the pass.
+    ``options``: the engine's keyword options (default: ``engine_options()`` from the environment).
     """
     style: Style = parse_style(style_spec)
     model = copy.deepcopy(case.model)
     if impl.is_engine:
         opt = torch.optim.SGD(model.parameters(), lr=LR)
         gen = torch.Generator().manual_seed(SEED)
+        kw = engine_options() if options is None else options
 
         def run() -> dict:
             result = train_stream(
-                model, case.x, case.y, style, opt, "mse", generator=gen, measure_memory=measure_memory
+                model, case.x, case.y, style, opt, "mse", generator=gen, measure_memory=measure_memory, **kw
             )
             synchronize(case.device)
             return {

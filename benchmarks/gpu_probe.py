@@ -7,7 +7,7 @@
 ``--forward F --out R``: (1) correctness: the CUDA-graph path against the same function run
 eagerly (static-elman) for every graphed style, small size: max |param difference|, capture
 errors; (2) speed: median of passes 2-4 of the engine on the large size. F is the forward inside
-the graph: the fused cuDNN kernel or per-step products (TBPTT_BENCH_GRAPH_FORWARD=fused|loop);
+the graph: the fused cuDNN kernel or per-step products (the engine's ``graph_forward``: fused|loop);
 each variant runs in its own process, so a variant that breaks the CUDA context breaks only itself.
 ``--choose``: the variant that captured everywhere, matched eager and ran fastest ("loop" if none).
 ``--profile``: torch.profiler's top CUDA kernels for one pass of the engine and of the fastest
@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_cases import IMPLS, SIZES, Impl, make_case, prepare
+from bench_cases import IMPLS, SIZES, Impl, engine_options, make_case, prepare
 from tbptt_bench.engine import train_stream
 from tbptt_bench.styles import parse_style
 
@@ -44,7 +44,6 @@ def _timed_pass(run) -> float:
 
 
 def check_graph_equals_eager(forward: str) -> list[dict]:
-    os.environ["TBPTT_BENCH_GRAPH_FORWARD"] = forward
     case = make_case(SIZES["small"], "cuda")
     rows = []
     for spec in GRAPH_STYLES:
@@ -53,7 +52,9 @@ def check_graph_equals_eager(forward: str) -> list[dict]:
             model = copy.deepcopy(case.model)
             opt = torch.optim.SGD(model.parameters(), lr=1e-3)
             try:
-                r = train_stream(model, case.x, case.y, parse_style(spec), opt, "mse", path=path)
+                r = train_stream(
+                    model, case.x, case.y, parse_style(spec), opt, "mse", path=path, graph_forward=forward
+                )
                 out[path] = (model, r)
             except (RuntimeError, ValueError) as err:  # report, never stop the probe
                 out[path] = (None, f"{type(err).__name__}: {err}".splitlines()[0])
@@ -77,12 +78,12 @@ def check_graph_equals_eager(forward: str) -> list[dict]:
 
 def time_engine(forward: str) -> list[dict]:
     """Median of passes 2-4 of the engine on the large size, per graphed style."""
-    os.environ["TBPTT_BENCH_GRAPH_FORWARD"] = forward
     case = make_case(SIZES["large"], "cuda")
+    options = {**engine_options(), "graph_forward": forward}
     rows = []
     for spec in GRAPH_STYLES:
-        times = [_timed_pass(prepare(case, spec, Impl("engine"))) for _ in range(4)]
-        path = prepare(case, spec, Impl("engine"))()["path"]
+        times = [_timed_pass(prepare(case, spec, Impl("engine"), options=options)) for _ in range(4)]
+        path = prepare(case, spec, Impl("engine"), options=options)()["path"]
         med = statistics.median(times[1:])
         row = {
             "forward": forward,
@@ -157,7 +158,7 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("gpu_probe: error: cuda is not available here", file=sys.stderr)
         return 2
-    if args.forward:
+    if args.forward:  # read by bench_cases.engine_options() for the profile's engine passes
         os.environ["TBPTT_BENCH_GRAPH_FORWARD"] = args.forward
     if args.forward and args.out:
         report = {

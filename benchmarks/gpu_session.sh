@@ -34,6 +34,9 @@ for f in ${FORWARDS:-loop fused}; do
   $PY benchmarks/gpu_probe.py --forward $f --out "$OUT/probe-$f.json" 2>&1 | tail -12 | tee -a "$LOG"
   REPORTS+=("$OUT/probe-$f.json")
 done
+# The engine reads no environment: benchmarks/bench_cases.engine_options() maps this variable
+# (and TBPTT_BENCH_CUDA_GRAPHS=0) onto train_stream(graph_forward=..., cuda_graphs=...) for the
+# profile and the benchmark below. The sweep (CLI) runs the engine's default forward, "fused".
 export TBPTT_BENCH_GRAPH_FORWARD=$($PY benchmarks/gpu_probe.py --choose "${REPORTS[@]}")
 say "graph forward: $TBPTT_BENCH_GRAPH_FORWARD; profile"
 $PY benchmarks/gpu_probe.py --profile "$OUT/profile.txt" 2>&1 | tail -10 | tee -a "$LOG"

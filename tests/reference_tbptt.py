@@ -1,4 +1,4 @@
-"""A brute-force float64 reference for TBPTT(k1, k2) as SPEC.md decides it. Obvious, not fast.
+"""A brute-force float64 reference for TBPTT(k1, k2) as docs/semantics.md decides it. Obvious, not fast.
 
 Nothing here is shared with the engine or with ``styles.py``: update times are computed from
 (k1, T) below, and every update's graph is rebuilt step by step from scratch:
@@ -7,7 +7,7 @@ Nothing here is shared with the engine or with ``styles.py``: update times are c
    *forward* state sequence of training) together with a snapshot of those parameters.
 2. Graph: from the stored constant h_{max(t-k2, 0)}, steps max(t-k2, 0)+1..t are recomputed,
    step j with a fresh leaf copy of the parameters that were in force when step j was first
-   computed (SPEC rule 4). Recurrent edge h_{j-1} -> h_j may be scaled by xi(t, j) in the
+   computed (docs/semantics.md rule 4). Recurrent edge h_{j-1} -> h_j may be scaled by xi(t, j) in the
    backward pass only (random truncation with draws the caller chooses).
 3. Objective: mean over steps s in (t', t] and the batch (and outputs, for mse) of the loss;
    a step s <= max(t-k2, 0) sees its constant stored state, so it reaches only the readout.
@@ -40,7 +40,7 @@ XiFn = Callable[[int, int], float | Tensor]
 
 
 def update_times(T: int, k1: int) -> list[int]:
-    """SPEC rule 1, computed independently: every multiple of k1 up to T, and T itself.
+    """docs/semantics.md rule 1, computed independently: every multiple of k1 up to T, and T itself.
 
     >>> update_times(7, 3), update_times(6, 3), update_times(4, 9)
     ([3, 6, 7], [3, 6], [4])

@@ -1,4 +1,4 @@
-"""The plain-PyTorch baselines against the engine: where they agree with SPEC.md and where they differ.
+"""The plain-PyTorch baselines against the engine: where they agree with docs/semantics.md and where they differ.
 
 Every case runs in float64 on a tiny ElmanRNN; gradients are captured by an SGD that records
 ``p.grad`` at every ``step()`` (engine and baselines both call ``optimizer.step()`` once per update).
@@ -137,7 +137,7 @@ def test_chunked_baselines_equal_the_engine_with_cross_entropy(impl):
 
 @pytest.mark.parametrize("impl", [chunked_rnn, rnncell_loop], ids=lambda f: f.__name__)
 def test_chunked_baselines_cut_the_last_short_window_unlike_spec(impl):
-    # T = 10, k = 4: SPEC's last update (at t=10) reaches back to h_6, into the previous chunk;
+    # T = 10, k = 4: docs/semantics.md's last update (at t=10) reaches back to h_6, into the previous chunk;
     # the baselines detach at h_8. The first two updates agree, the third does not.
     model, x, y = case(T=10)
     _, e_grads, _ = run_engine(model, x, y, tf_style(4))
@@ -201,8 +201,8 @@ def test_retain_graph_reuses_accumulated_state_grads_from_the_third_update():
 
 
 def test_retain_graph_uses_only_the_last_loss_and_skips_the_tail():
-    # k1 = 2, k2 = 4: SPEC's first update uses the mean of l_1 and l_2; the recipe uses l_2 alone.
-    # T = 7: SPEC updates at 2, 4, 6, 7; the recipe never updates at 7.
+    # k1 = 2, k2 = 4: docs/semantics.md's first update uses the mean of l_1 and l_2; the recipe uses l_2 alone.
+    # T = 7: docs/semantics.md updates at 2, 4, 6, 7; the recipe never updates at 7.
     model, x, y = case(T=7)
     _, e_grads, _ = run_engine(model, x, y, TBPTT(2, 4))
     _, b_grads, _ = run_baseline(retain_graph_k1k2, case(T=7)[0], x, y, k1=2, k2=4)
@@ -222,7 +222,7 @@ def test_rerun_window_first_update_equals_williams_peng_and_the_second_differs()
     b_loss, b_grads, _ = run_baseline(rerun_window, case(T=5)[0], x, y, n=3)
     assert_same(b_grads[0], e_grads[0])
     assert b_loss[0] == pytest.approx(e_loss[0], abs=1e-12)
-    # update 2 recomputes h_1 with the updated parameters: SPEC keeps the stored h_1 and its Jacobian
+    # update 2 recomputes h_1 with the updated parameters: docs/semantics.md keeps the stored h_1 and its Jacobian
     assert abs(b_loss[1] - e_loss[1]) > 1e-6
     assert max_diff(b_grads[1], e_grads[1]) > 1e-4
 

@@ -33,18 +33,69 @@ CASES = [
     (dict(generator=3), "generator=3"),
     (dict(h0=torch.zeros(2, 5)), "h0 with shapes [(2, 5)]"),
     (dict(h0=(torch.zeros(2, 4), torch.zeros(2, 4))), "h0 with shapes"),
+    (dict(h0=[torch.zeros(2, 4)]), "h0=list"),
+    (dict(h0=torch.zeros(2, 4, dtype=torch.float64)), "h0 with dtype torch.float64"),
+    (dict(h0=torch.full((2, 4), float("nan"))), "h0 with non-finite"),
+    (dict(h0=torch.zeros(2, 4, device="meta")), "h0 on meta"),
+    (dict(x=GOOD_X.double()), "x with dtype torch.float64"),
+    (dict(y=GOOD_Y.double()), "y with dtype torch.float64"),
+    (dict(x=GOOD_X.to("meta")), "x on meta"),
+    (dict(y=GOOD_Y.to("meta")), "y on meta"),
+    (dict(optimizer=None), "optimizer=NoneType"),
+    (dict(optimizer="drop W_hh"), "optimizer without parameter(s) W_hh"),
+    (dict(optimizer="extra tensor"), "optimizer over 6 tensors"),
+    (dict(freeze="b_q"), "parameter b_q with requires_grad=False"),
+    (dict(path="fast"), "path='fast'"),
+    (dict(path=3), "path=3"),
+    (dict(cuda_graphs="yes"), "cuda_graphs='yes'"),
+    (dict(graph_forward="cudnn"), "graph_forward='cudnn'"),
+    (dict(measure_memory=1), "measure_memory=1"),
+    (dict(callback=5), "callback=5"),
 ]
+
+
+def _optimizer(model, which):
+    """The optimizer a case asks for: the model's, None, one missing W_hh, or one extra tensor."""
+    named = dict(model.named_parameters())
+    if which is None:
+        return None
+    if which == "drop W_hh":
+        return torch.optim.SGD([p for n, p in named.items() if n != "W_hh"], lr=0.1)
+    if which == "extra tensor":
+        return torch.optim.SGD([*named.values(), torch.zeros(2, requires_grad=True)], lr=0.1)
+    return torch.optim.SGD(model.parameters(), lr=0.1)
 
 
 @pytest.mark.parametrize("override, message", CASES)
 def test_bad_input_raises_before_training(override, message):
-    model, opt, before = _setup()
-    kwargs = dict(x=GOOD_X, y=GOOD_Y, style=tf_style(3), loss="mse")
+    model, _, before = _setup()
+    kwargs = dict(x=GOOD_X, y=GOOD_Y, style=tf_style(3), loss="mse", optimizer="ok")
     kwargs.update(override)
+    if "freeze" in kwargs:
+        getattr(model, kwargs.pop("freeze")).requires_grad_(False)
+    opt = _optimizer(model, kwargs.pop("optimizer"))
     with pytest.raises(EngineError) as err:
         train_stream(model, kwargs.pop("x"), kwargs.pop("y"), kwargs.pop("style"), opt, **kwargs)
     assert message in str(err.value) and "\n" not in str(err.value)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters())), "nothing may be trained"
+
+
+@pytest.mark.parametrize("chunk", [0, -3, 1.5, True, "8", None])
+def test_evaluate_chunk_must_be_a_positive_int(chunk):
+    model, _, _ = _setup()
+    with pytest.raises(EngineError, match=f"chunk={chunk!r} is not allowed: use a positive int"):
+        evaluate_stream(model, GOOD_X, GOOD_Y, chunk=chunk)
+
+
+def test_evaluate_checks_the_stream_like_training():
+    model, _, _ = _setup()
+    with pytest.raises(EngineError, match="x with dtype torch.float64"):
+        evaluate_stream(model, GOOD_X.double(), GOOD_Y)
+    with pytest.raises(EngineError, match="h0 with non-finite"):
+        evaluate_stream(model, GOOD_X, GOOD_Y, h0=torch.full((2, 4), float("inf")))
+    assert evaluate_stream(model, GOOD_X, GOOD_Y, chunk=4)[0] == pytest.approx(
+        evaluate_stream(model, GOOD_X, GOOD_Y, chunk=1024)[0], rel=1e-6
+    )
 
 
 def test_model_constructor_errors():

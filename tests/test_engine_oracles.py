@@ -1,4 +1,4 @@
-"""The engine against oracles (SPEC.md "Test oracles"), all in float64.
+"""The engine against oracles (docs/semantics.md, "What pins each rule"), all in float64.
 
 1. TBPTT(T, T) = plain full BPTT through autograd.
 2. The notes' closed forms for the linear, bias-free RNN with squared loss.
@@ -306,7 +306,7 @@ def test_large_clip_changes_nothing(engine, cell):
 
 @pytest.mark.parametrize("cell", ["tanh", "lstm"])
 def test_jacobians_at_current_parameters_are_detected(cell):
-    """SPEC rule 4: using today's parameters for stored steps moves the result by >> 1e-10."""
+    """docs/semantics.md rule 4: using today's parameters for stored steps moves the result by >> 1e-10."""
     model, x, y = make_case(cell, "mse", 12)
     right = reference_train(model, x, y, 3, 6, lr=LR)
     wrong = reference_train(model, x, y, 3, 6, lr=LR, history_params="current")

@@ -1,4 +1,4 @@
-"""Property tests: the update times and backprop depths the engine *applies* match SPEC.md.
+"""Property tests: the update times and backprop depths the engine *applies* match docs/semantics.md.
 
 Nothing here reads the style's schedule. The engine is observed from outside:
 
@@ -16,7 +16,10 @@ Nothing here reads the style's schedule. The engine is observed from outside:
   so row s of dL/dW_hx shows loss s's realised backprop window (j, s] and its depth.
   Under random truncation each kept edge is scaled by 1/pi: dL/dW_hx[s, j] = c pi^-(s-j).
 
-The oracle is SPEC.md's text, written out below (``spec_schedule``), on both engine paths.
+The oracle is docs/semantics.md's text, written out below (``spec_schedule``), on both engine paths.
+
+At the end: every invalid combination of inputs raises EngineError (never another exception) and
+leaves the parameters untouched, on every path.
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ class Recorder(torch.optim.Optimizer):
 
 
 def spec_schedule(T: int, k1: int | None, k2: int | None) -> list[tuple[int, int, int]]:
-    """SPEC.md written out: (previous update, update time, held-constant state index) per update."""
+    """docs/semantics.md written out: (previous update, update time, held-constant state index) per update."""
     k1 = T if k1 is None else k1
     k2 = T if k2 is None else k2
     times = [t for t in range(1, T + 1) if t % k1 == 0]
@@ -193,3 +196,107 @@ def test_random_truncation_keeps_edges_at_rate_pi():
     assert len(kept) == draws * (T - 1)
     assert 0.35 < sum(kept) / len(kept) < 0.65  # 290 Bernoulli(0.5) draws: sd 0.03
     assert 0 < sum(kept) < len(kept)
+
+
+# -- invalid input: always an EngineError, one line, nothing trained ---------------------------------
+
+
+def _corrupt_optimizer(which):
+    def apply(case):
+        named = dict(case["model"].named_parameters())
+        if which == "none":
+            case["optimizer"] = None
+        elif which == "missing":
+            drop = sorted(named)[0]
+            case["optimizer"] = torch.optim.SGD([p for n, p in named.items() if n != drop], lr=0.1)
+        else:
+            case["optimizer"] = torch.optim.SGD([*named.values(), torch.zeros(3, requires_grad=True)], lr=0.1)
+
+    return apply
+
+
+def _set(key, value):
+    def apply(case):
+        case[key] = value(case) if callable(value) else value
+
+    return apply
+
+
+def _freeze(case):
+    next(iter(case["model"].parameters())).requires_grad_(False)
+
+
+CORRUPTIONS = {
+    "x dtype": _set("x", lambda c: c["x"].double()),
+    "y dtype": _set("y", lambda c: c["y"].double()),
+    "x device": _set("x", lambda c: c["x"].to("meta")),
+    "x nan": _set("x", lambda c: c["x"].clone().fill_(float("nan"))),
+    "y shape": _set("y", lambda c: c["y"][:-1]),
+    "h0 dtype": _set("h0", lambda c: torch.zeros(c["x"].shape[1], 4, dtype=torch.float64)),
+    "h0 shape": _set("h0", lambda c: torch.zeros(c["x"].shape[1], 5)),
+    "h0 inf": _set("h0", lambda c: torch.full((c["x"].shape[1], 4), float("inf"))),
+    "h0 type": _set("h0", lambda c: [torch.zeros(c["x"].shape[1], 4)]),
+    "h0 device": _set("h0", lambda c: torch.zeros(c["x"].shape[1], 4, device="meta")),
+    "optimizer none": _corrupt_optimizer("none"),
+    "optimizer missing": _corrupt_optimizer("missing"),
+    "optimizer extra": _corrupt_optimizer("extra"),
+    "frozen parameter": _freeze,
+    "clip": _set("clip", -1.0),
+    "clip nan": _set("clip", float("nan")),
+    "loss": _set("loss", "l1"),
+    "path": _set("path", "fastest"),
+    "graph_forward": _set("graph_forward", "cudnn"),
+    "cuda_graphs": _set("cuda_graphs", 1),
+    "style": _set("style", "tf_style(2)"),
+    "generator": _set("generator", 7),
+}
+
+
+@settings(max_examples=60, deadline=None, database=None, derandomize=True)
+@given(
+    bad=st.lists(st.sampled_from(sorted(CORRUPTIONS)), min_size=1, max_size=3, unique=True),
+    path=st.sampled_from(["auto", "autograd", "manual-elman", "static-elman"]),
+    random=st.booleans(),
+)
+def test_every_invalid_input_raises_engine_error_and_trains_nothing(bad, path, random):
+    from tbptt_bench.engine import EngineError
+
+    torch.manual_seed(0)
+    model = ElmanRNN(3, 4, 2)
+    case = dict(
+        model=model,
+        x=torch.randn(6, 2, 3),
+        y=torch.randn(6, 2, 2),
+        style=RandomTruncation(0.5, 2, 3) if random else TBPTT(2, 3),
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        loss="mse",
+        clip=None,
+        generator=None,
+        h0=None,
+        path=path,
+        cuda_graphs=True,
+        graph_forward="fused",
+    )
+    for name in bad:
+        CORRUPTIONS[name](case)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(EngineError) as err:
+        train_stream(
+            case.pop("model"), case.pop("x"), case.pop("y"), case.pop("style"), case.pop("optimizer"), **case
+        )
+    assert "\n" not in str(err.value) and " is not allowed" in str(err.value)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters())), "nothing may be trained"
+
+
+@settings(max_examples=40, deadline=None, database=None, derandomize=True)
+@given(
+    chunk=st.one_of(
+        st.integers(max_value=0), st.floats(allow_nan=True), st.booleans(), st.text(max_size=3), st.none()
+    )
+)
+def test_evaluate_refuses_every_chunk_but_a_positive_int(chunk):
+    from tbptt_bench.engine import EngineError, evaluate_stream
+
+    model = ElmanRNN(3, 4, 2)
+    with pytest.raises(EngineError, match="chunk=.* is not allowed: use a positive int"):
+        evaluate_stream(model, torch.randn(5, 2, 3), torch.randn(5, 2, 2), chunk=chunk)

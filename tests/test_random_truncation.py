@@ -1,4 +1,4 @@
-"""Random truncation (SPEC.md): xi_j in {0, 1/pi} on every recurrent edge of a backward window.
+"""Random truncation (docs/semantics.md): xi_j in {0, 1/pi} on every recurrent edge of a backward window.
 
 The reference (tests/reference_tbptt.py) takes xi as an explicit function, so every possible draw of
 one update can be enumerated: its gradient and its probability. That gives exact oracles:

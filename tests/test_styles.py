@@ -1,4 +1,4 @@
-"""The styles' schedules against SPEC.md's table, written out by hand."""
+"""The styles' schedules against docs/semantics.md's table, written out by hand."""
 
 import random
 

@@ -6,7 +6,7 @@ engine's inputs: x (T, B, D); y (T, B, Q) for ``loss="mse"`` or (T, B) int64 for
 Each returns the per-update objectives (floats), read back once at the end.
 
 =====================  ===========================  =========================================
-baseline               stands for                   where it equals SPEC.md
+baseline               stands for                   where it equals docs/semantics.md
 =====================  ===========================  =========================================
 chunked_rnn(k, k2)     TBPTT(k, k2), k2 <= k        every update, when k divides T
 rnncell_loop(k, k2)    TBPTT(k, k2), k2 <= k;       every update, when k divides T
@@ -15,13 +15,13 @@ retain_graph_k1k2      TBPTT(k1, k2)                updates 1-2, and only when k
 rerun_window(n)        TBPTT(1, n) (Williams–Peng)  first update only
 =====================  ===========================  =========================================
 
-Where they differ from SPEC.md (each difference is pinned by tests/test_baselines.py):
+Where they differ from docs/semantics.md (each difference is pinned by tests/test_baselines.py):
 
 * chunked_rnn / rnncell_loop detach at every chunk start, so when T is not a multiple of k the
-  last, shorter update does not reach back k2 steps into the previous chunk (SPEC rule 3).
+  last, shorter update does not reach back k2 steps into the previous chunk (docs/semantics.md rule 3).
 * retain_graph_k1k2 is the PyTorch-forum recipe ("Implementing Truncated Backpropagation
   Through Time"): (a) an update uses only the loss of its own step, the k1 - 1 losses between
-  updates are never used (SPEC rule 2); (b) no update at T unless k1 divides T (rule 1);
+  updates are never used (docs/semantics.md rule 2); (b) no update at T unless k1 divides T (rule 1);
   (c) it never clears the ``.grad`` of the detached state leaves, so when windows overlap
   (k1 < k2) a gradient that already flowed through a state at an earlier update is sent back
   through the older steps again: from the first update that walks back two states,
@@ -29,10 +29,10 @@ Where they differ from SPEC.md (each difference is pinned by tests/test_baseline
   "modified by an inplace operation" under today's optimizers once k1 < k2, because
   ``optimizer.step()`` bumps the version of weights the retained graphs saved. Here the
   steps run on a differentiable clone of the weights taken after every step, which keeps
-  the Jacobians of their time (SPEC rule 4) at the cost of one copy per update.
+  the Jacobians of their time (docs/semantics.md rule 4) at the cost of one copy per update.
 * rerun_window re-runs its window from the stored h_{t-n} with the *current* parameters at
   every step: after the first update the old steps' Jacobians and states are recomputed with
-  new parameters, unlike SPEC's stored history (rule 4), and the carried state is the rerun's.
+  new parameters, unlike docs/semantics.md's stored history (rule 4), and the carried state is the rerun's.
 
 >>> import torch
 >>> from tbptt_bench.models import ElmanRNN
@@ -209,7 +209,7 @@ def rnncell_loop(
 ) -> list[float]:
     """TBPTT(k, k2) as a Python loop over ``nn.RNNCell``; with ``pi``, random truncation on top.
 
-    Random truncation (SPEC.md): each recurrent edge inside an update's window gets xi = 0
+    Random truncation (docs/semantics.md): each recurrent edge inside an update's window gets xi = 0
     (detach) with probability 1 - pi, else its backward gradient is scaled by 1/pi; one draw per
     edge and update, shared by the batch, from ``generator`` (a ``random.Random``).
     """
@@ -256,7 +256,7 @@ def retain_graph_k1k2(
 ) -> list[float]:
     """The forum TBPTT(k1, k2) recipe: one ``nn.RNNCell`` step at a time on a detached leaf state,
     a list of (state_in, state_out) pairs; every k1 steps backprop the step's loss, then walk back
-    k2 - 1 pairs with ``retain_graph=True`` (when k1 < k2). Differences to SPEC.md: module docstring.
+    k2 - 1 pairs with ``retain_graph=True`` (when k1 < k2). Differences to docs/semantics.md: module docstring.
     """
     T, fn = _check(net, x, y, loss, k1=k1, k2=k2)
     retain = k1 < k2

@@ -1,7 +1,7 @@
 """Recurrent models behind one step/readout contract.
 
 Every model is a pure function of an explicit parameter dict, so the engine can run a step
-with the parameters of *its* time (stored history, SPEC.md rule 4) without copying modules:
+with the parameters of *its* time (stored history, docs/semantics.md rule 4) without copying modules:
 
     h_t = model.cell(params, x_t, h_{t-1})           # one step; h may be a tuple (LSTM)
     f_t = model.features(h_t)                         # what the readout sees (h of (h, c))

@@ -1,4 +1,4 @@
-"""Training styles: TBPTT(k1, k2) and random truncation, exactly as ../shared/SPEC.md decides.
+"""Training styles: TBPTT(k1, k2) and random truncation, exactly as docs/semantics.md decides.
 
 A style is a small frozen value that answers schedule questions for a sequence of length T:
 when the updates happen, where each update's backward window starts, and how deep each
@@ -45,7 +45,7 @@ __all__ = [
 
 
 class StyleError(ValueError):
-    """A style was asked for with values SPEC.md does not allow."""
+    """A style was asked for with values docs/semantics.md does not allow."""
 
 
 def _check_k(name: str, value: int | None) -> None:
@@ -61,7 +61,7 @@ def _check_k(name: str, value: int | None) -> None:
 class TBPTT:
     """Every ``k1`` steps, backpropagate ``k2`` steps. ``None`` means the whole sequence (T).
 
-    Semantics (SPEC.md): updates at multiples of k1 and at T; an update's objective is the mean
+    Semantics (docs/semantics.md): updates at multiples of k1 and at T; an update's objective is the mean
     of the losses since the previous update; the gradient stops at h_{max(t-k2, 0)}.
     """
 
@@ -110,7 +110,7 @@ class TBPTT:
     # -- names --------------------------------------------------------------------------
     @property
     def preset(self) -> str:
-        """The SPEC.md row this (k1, k2) belongs to (judged without knowing T)."""
+        """The docs/semantics.md row this (k1, k2) belongs to (judged without knowing T)."""
         if self.k1 is None and self.k2 is None:
             return "full"
         if self.k1 == 1 and self.k2 not in (None, 1):
@@ -268,7 +268,7 @@ class RandomTruncation:
 Style = Union[TBPTT, RandomTruncation]
 
 
-# -- presets by name (SPEC.md's table) ------------------------------------------------------
+# -- presets by name (docs/semantics.md's table) ------------------------------------------------------
 def full() -> TBPTT:
     """Full BPTT: TBPTT(T, T), one update per sequence."""
     return TBPTT(None, None)

@@ -1,4 +1,4 @@
-"""Global-norm gradient clipping as SPEC.md decides it, with no host read (no device sync).
+"""Global-norm gradient clipping as docs/semantics.md decides it, with no host read (no device sync).
 
 g <- min(1, clip / ||g||) g, no epsilon; the norm is taken before clipping. Below the threshold
 the factor is exactly 1, so the gradient is unchanged bit for bit; the decision stays on the

@@ -1,4 +1,4 @@
-"""Random truncation's multiplier on one recurrent edge (Tallec & Ollivier; SPEC.md).
+"""Random truncation's multiplier on one recurrent edge (Tallec & Ollivier; docs/semantics.md).
 
 xi = 0 with probability 1 - pi and 1/pi with probability pi, so E[xi] = 1; one value shared
 by the batch, or one per stream. Drawn on the CPU in float64 from the caller's generator so a

@@ -60,7 +60,7 @@ __all__ = [
 
 #: What the loss numbers are, per config "loss".
 LOSS_UNITS = {"ce": "cross-entropy, nats", "mse": "mean squared error"}
-#: Row order inside an r2rt block (SPEC.md's presets; anything else after them).
+#: Row order inside an r2rt block (docs/semantics.md's presets; anything else after them).
 STYLE_ORDER = {
     "tf_style": 0,
     "williams_peng": 1,

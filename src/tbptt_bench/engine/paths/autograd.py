@@ -1,6 +1,6 @@
 """The reference path: one autograd graph per chunk, gradients carried between chunks by hand.
 
-Works for every model. A chunk's graph starts from a detached copy of its input state (a leaf),
+Works for every model (``engine_path`` "autograd/fused-window" or "autograd/step-loop"). A chunk's graph starts from a detached copy of its input state (a leaf),
 so an update can stop its backward pass at exactly u - k2 (by not asking for the leaf's
 gradient) while the chunk stays alive for later windows (``retain_graph`` until its last use,
 then freed). Within a chunk the model's fused window kernel runs where it has one.
@@ -13,10 +13,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ...models import RecurrentModel, State, map_state
+from ...models import State, map_state
 from ..chunking import ChunkPlan
+from ..counting import backprop_steps, keep_mask
 from ..losses import LOSSES
 from ..xi import draw_window_xi
+from .base import PathInputs
+from .chunked import ChunkedPath
 
 __all__ = ["AutogradPath"]
 
@@ -34,27 +37,20 @@ class _Chunk:
     loss: Tensor | None  # its share of its update's objective, with graph until spent
 
 
-class AutogradPath:
-    def __init__(
-        self,
-        model: RecurrentModel,
-        x: Tensor,
-        y: Tensor,
-        loss: str,
-        k2: int,
-        pi: float | None,
-        per_stream: bool,
-        generator: torch.Generator | None,
-        denoms: dict[int, int],
-    ):
-        self.model, self.x, self.y, self.k2 = model, x, y, k2
-        self.loss_sum = LOSSES[loss]
-        self.pi, self.per_stream, self.generator = pi, per_stream, generator
-        self.denoms = denoms  # update time -> element count of its mean
-        self.fused = model.fused_window and pi is None
+class AutogradPath(ChunkedPath):
+    cut_random_edges = True  # under random truncation: a chunk per step, xi applied between them
+    meter_autograd = True
+
+    def __init__(self, inputs: PathInputs):
+        super().__init__(inputs)
+        model = inputs.model
+        self.model, self.x, self.y, self.k2 = model, inputs.x, inputs.y, inputs.k2
+        self.loss_sum = LOSSES[inputs.loss]
+        self.pi, self.per_stream, self.generator = inputs.pi, inputs.per_stream, inputs.generator
+        self.denoms = inputs.denoms  # update time -> element count of its mean
+        self.fused = model.fused_window and self.pi is None
         self.name = "autograd/" + ("fused-window" if self.fused else "step-loop")
         self.chunks: list[_Chunk] = []
-        self.saved_bytes_peak: int | None = None  # measured by the engine's meter when asked
 
     def forward(self, plan: ChunkPlan, params: dict[str, Tensor], h: State) -> State:
         """Run steps a+1..b from h (graph only inside a window); return the detached end state."""
@@ -62,7 +58,7 @@ class AutogradPath:
         xs, ys = self.x[plan.a : plan.b], self.y[plan.a : plan.b]
         through = plan.in_window and plan.a > plan.update - self.k2
         h_in = map_state(lambda t: t.detach().requires_grad_(True), h) if through else h
-        # Outside its window the recurrence needs no graph; only the readout does (SPEC rule 3).
+        # Outside its window the recurrence needs no graph; only the readout does (docs/semantics.md rule 3).
         with torch.enable_grad() if plan.in_window else torch.no_grad():
             if self.fused and plan.b - plan.a > 1:
                 feats, h_out = model.window(params, xs, h_in)
@@ -76,14 +72,20 @@ class AutogradPath:
         self.chunks.append(_Chunk(plan, params, h_in, h_out, loss))
         return map_state(lambda t: t.detach(), h_out)
 
-    def backward(self, u: int, start: int, names: list[str]) -> tuple[dict[str, Tensor | None], Tensor]:
-        """Gradients of update u's objective (window (start, u]) by name, and the objective."""
+    def backward(
+        self, u: int, start: int, prev: int, names: list[str]
+    ) -> tuple[dict[str, Tensor | None], Tensor, int]:
+        """Gradients of update u's objective (window (start, u]) by name, the objective, and the
+        steps traversed (summed over rows)."""
         grads: dict[str, Tensor | None] = dict.fromkeys(names)
         objective = torch.zeros(())
         g_next: list[Tensor] | None = None  # gradient arriving at the newer chunk's input state
-        xis = draw_window_xi(
-            self.pi, self.per_stream, self.generator, start, u, self.x.shape[1], self.x.device, self.x.dtype
-        )
+        B = self.x.shape[1]
+        # Drawn on the host in float64 (as xi.py defines them), counted there, then moved.
+        xis = draw_window_xi(self.pi, self.per_stream, self.generator, start, u, B, "cpu", torch.float64)
+        steps = backprop_steps(prev, u, start, B, keep_mask(xis))
+        if xis is not None:
+            xis = xis.to(device=self.x.device, dtype=self.x.dtype)
         for chunk in reversed(self.chunks):
             plan, own = chunk.plan, chunk.plan.update == u
             if own:
@@ -119,7 +121,7 @@ class AutogradPath:
                 ]
                 if xi is not None:
                     g_next = [g * xi for g in g_next]
-        return grads, objective
+        return grads, objective, steps
 
     def release(self, u: int) -> None:
         """Drop every chunk no window after update u needs (frees its graph)."""

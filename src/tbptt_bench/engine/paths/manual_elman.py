@@ -4,9 +4,9 @@ When k2 > k1 (Williams–Peng, overlapping windows) or under random truncation, 
 needs one backward call per chunk and per update — for TBPTT(1, n) that is n calls every step.
 For the Elman cell the backward pass is short enough to write out: the forward pass (no graph)
 keeps, per step, h_j, the activation derivative f'(pre_j) and the readout's pull dl/dh_j; an
-update then runs the recursion
+update then runs the recursion of ``elman_backward`` (shared with the static path)
 
-    dpre_j = delta_j * f'(pre_j)          delta_{j-1} = xi_j * dpre_j @ W_hh(j) + dl_{j-1}/dh_{j-1}
+    dpre_j = (delta_j + dl_j/dh_j) * f'(pre_j)          delta_{j-1} = xi_j * dpre_j @ W_hh(j)
 
 from u down to u - k2 + 1 with W_hh(j) the matrix *of step j's time* (stored history), and forms
 the parameter gradients in one batched product each (sum_j dpre_j^T h_{j-1}, ...). Same
@@ -20,10 +20,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ...models import ElmanRNN
 from ..chunking import ChunkPlan
+from ..counting import backprop_steps, keep_mask
+from ..elman_backward import backward_steps, parameter_grads
 from ..losses import LOSS_GRADS, LOSSES
 from ..xi import draw_window_xi
+from .base import PathInputs
+from .chunked import ChunkedPath
 
 __all__ = ["ElmanPath"]
 
@@ -46,25 +49,16 @@ class _Block:
         return sum(t.numel() * t.element_size() for t in ts if t is not None)
 
 
-class ElmanPath:
+class ElmanPath(ChunkedPath):
     name = "manual-elman"
 
-    def __init__(
-        self,
-        model: ElmanRNN,
-        x: Tensor,
-        y: Tensor,
-        loss: str,
-        k2: int,
-        pi: float | None,
-        per_stream: bool,
-        generator: torch.Generator | None,
-        denoms: dict[int, int],
-    ):
-        self.model, self.x, self.y, self.k2 = model, x, y, k2
-        self.loss_sum, self.loss_grad = LOSSES[loss], LOSS_GRADS[loss]
-        self.pi, self.per_stream, self.generator, self.denoms = pi, per_stream, generator, denoms
-        self.tanh = model.nonlinearity == "tanh"
+    def __init__(self, inputs: PathInputs):
+        super().__init__(inputs)
+        self.model, self.x, self.y, self.k2 = inputs.model, inputs.x, inputs.y, inputs.k2
+        self.loss_sum, self.loss_grad = LOSSES[inputs.loss], LOSS_GRADS[inputs.loss]
+        self.pi, self.per_stream, self.generator = inputs.pi, inputs.per_stream, inputs.generator
+        self.denoms = inputs.denoms
+        self.tanh = inputs.model.nonlinearity == "tanh"
         self.blocks: list[_Block] = []
         self.live_bytes = 0
         self.saved_bytes_peak = 0
@@ -102,17 +96,17 @@ class ElmanPath:
         return h_out
 
     @torch.no_grad()
-    def backward(self, u: int, start: int, names: list[str]) -> tuple[dict[str, Tensor | None], Tensor]:
+    def backward(
+        self, u: int, start: int, prev: int, names: list[str]
+    ) -> tuple[dict[str, Tensor | None], Tensor, int]:
         grads: dict[str, Tensor | None] = dict.fromkeys(names)
         objective = torch.zeros(())
         pieces: list[tuple[Tensor, Tensor, Tensor]] = []  # per block: (dpre, h_prev, x) of its steps
-        delta: Tensor | None = None  # dL/dh_j arriving from later steps (None: stopped)
-        xis = draw_window_xi(
-            self.pi, self.per_stream, self.generator, start, u, self.x.shape[1], "cpu", torch.float64
-        )
-        alive = (
-            None if xis is None else (xis != 0).flatten(1).any(1).tolist()
-        )  # read on the host: no device sync
+        delta: Tensor | None = None  # dL/dh arriving from later steps (None: stopped)
+        B = self.x.shape[1]
+        xis = draw_window_xi(self.pi, self.per_stream, self.generator, start, u, B, "cpu", torch.float64)
+        steps = backprop_steps(prev, u, start, B, keep_mask(xis))
+        alive = None if xis is None else (xis != 0).flatten(1).any(1).tolist()  # on the host: no sync
         if xis is not None:
             xis = xis.to(device=self.x.device, dtype=self.x.dtype)
         for block in reversed(self.blocks):
@@ -122,47 +116,38 @@ class ElmanPath:
                 self._readout_grads(grads, block)
             if not plan.in_window or plan.a < start or (not own and delta is None):
                 continue
-            W_hh = block.params["W_hh"]
-            L = plan.b - plan.a
-            # A step that no later gradient reaches has dpre = pull * f' (own steps only): all of
-            # them in one product, so the loop below touches only steps a carried delta reaches
+            # A step that no carried gradient reaches has dpre = pull * f' (own steps only): all
+            # of them in one product, so the recursion touches only steps a carried delta reaches
             # (under random truncation, the few edges kept).
             if own:
                 dpre = block.pull * block.dact if self.tanh else block.pull.clone()
             else:
                 dpre = torch.empty_like(block.h)
-            lo = L
-            for i in range(L - 1, -1, -1):  # step j = a + 1 + i, newest first
-                j = plan.a + 1 + i
-                if delta is not None:
-                    d = delta + block.pull[i] if own else delta
-                    if self.tanh:
-                        torch.mul(d, block.dact[i], out=dpre[i])
-                    else:
-                        dpre[i].copy_(d)
-                lo = i
-                if j - 1 <= start:
-                    delta = None
-                    break
-                if xis is None:
-                    delta = dpre[i] @ W_hh
-                elif alive[j - start - 2]:  # edge j kept for some stream
-                    delta = (dpre[i] @ W_hh) * xis[j - start - 2]
-                else:
-                    delta = None
-                if delta is None and not own:
-                    break
+            L = plan.b - plan.a
+            # Step i of the block is step j = a + 1 + i; xi row j - start - 2 is its incoming edge.
+            delta, lo = backward_steps(
+                dpre,
+                block.dact,
+                block.params["W_hh"],
+                delta,
+                pull=block.pull if own else None,
+                stop=max(start - plan.a, 0),
+                held=start >= plan.a,
+                xi=xis,
+                alive=alive,
+                xi_row=plan.a - start - 1,
+                pulled=True,
+            )
             h_prev = block.h_in.unsqueeze(0) if L == 1 else torch.cat([block.h_in.unsqueeze(0), block.h[:-1]])
             pieces.append((dpre[lo:], h_prev[lo:], block.x[lo:]))
         if pieces:
             dpre, h_prev, x = (parts[0] if len(parts) == 1 else torch.cat(parts) for parts in zip(*pieces))
-            H = dpre.shape[-1]
-            flat_dpre = dpre.reshape(-1, H)
-            self._add(grads, "W_hh", flat_dpre.T @ h_prev.reshape(-1, H))
-            self._add(grads, "W_hx", flat_dpre.T @ x.reshape(-1, x.shape[-1]))
+            d_hh, d_hx, d_bh = parameter_grads(dpre, h_prev, x)
+            self._add(grads, "W_hh", d_hh)
+            self._add(grads, "W_hx", d_hx)
             if "b_h" in grads:
-                self._add(grads, "b_h", flat_dpre.sum(0))
-        return grads, objective
+                self._add(grads, "b_h", d_bh)
+        return grads, objective, steps
 
     def _readout_grads(self, grads, block: _Block) -> None:
         Q, H = block.g_o.shape[-1], block.h.shape[-1]

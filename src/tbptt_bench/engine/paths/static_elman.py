@@ -3,47 +3,49 @@
 On a GPU the time of a short window goes to launching kernels, not to arithmetic: an update of
 TBPTT(16, 16) is a few dozen kernels of a few microseconds each, and the Python that launches
 them costs more than the GPU that runs them. Here one update — forward over the new segment,
-readout and loss, the hand-written backward over the last k2 steps (the same recursion as
-``elman_path``), global-norm clipping without a host sync, and the optimizer's step — reads and
+readout and loss, the hand-written backward over the last k2 steps (``elman_backward``, the
+recursion the manual-elman path runs too), global-norm clipping without a host sync, and the optimizer's step — reads and
 writes only preallocated buffers, so on CUDA it is captured once as a ``torch.cuda.CUDAGraph``
 and replayed once per update with no Python in between. The same function runs eagerly on any
 device (path ``"static-elman"``), which is how the CPU tests check it against the oracles.
 
 The window is a sliding buffer of the last k2 steps (oldest first): per slot, the state before
-the step, f'(pre) and the input, and the W_hh of the step's own time (stored history, SPEC.md
-rule 4). Before the first k2 steps exist, the empty slots hold f' = 0, so the recursion adds
+the step, f'(pre) and the input, and the W_hh of the step's own time (stored history,
+docs/semantics.md). Before the first k2 steps exist, the empty slots hold f' = 0, so the recursion adds
 exactly nothing there. Where the window lies inside its own segment (no stored history; the
 engine decides) and spans at least ``FUSED_MIN_STEPS`` steps, the window's backward is instead
 autograd through the model's fused kernel (cuDNN's forward and backward, inside the graph on
 CUDA): one backward kernel rather than two small ones per step, and no window buffers at all.
 Only deterministic TBPTT(k1, k2) styles run here: random truncation
-draws on the host (``elman_path`` does it). Which updates the graph serves: every update whose
+draws on the host (the manual-elman path does it). Which updates the graph serves: every update whose
 segment has k1 steps; a shorter last segment (T not a multiple of k1) runs eagerly.
 
 Graph capture needs an optimizer whose step is capture-safe: ``torch.optim.SGD`` or one built
-with ``capturable=True`` (Adam, AdamW). ``TBPTT_BENCH_CUDA_GRAPHS=0`` turns capture off;
-``TBPTT_BENCH_GRAPH_FORWARD=loop`` replaces the fused cuDNN forward inside it by per-step
-products. Where capture fails the updates run eagerly and ``capture_error`` says why.
+with ``capturable=True`` (Adam, AdamW). ``train_stream(cuda_graphs=False)`` keeps "auto" off
+this path; ``graph_forward="loop"`` replaces the fused cuDNN forward inside it by per-step
+products. Where capture fails the updates run eagerly and ``fallback_reason`` says why.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import torch
 from torch import Tensor
 
-from ...models import ElmanRNN
 from ..clipping import clip_by_global_norm_
+from ..counting import backprop_steps, forward_steps
+from ..elman_backward import backward_steps
 from ..losses import LOSS_GRADS, LOSSES
+from ..records import TrainResult, UpdateRecord
+from ..saved_memory import SavedTensorMeter
+from .base import PathInputs
 
 __all__ = [
     "FUSED_MIN_STEPS",
     "WARMUP_UPDATES",
     "GraphedElman",
-    "cuda_graphs_enabled",
-    "fused_forward_enabled",
     "graph_safe_optimizer",
 ]
 
@@ -53,16 +55,6 @@ WARMUP_UPDATES = 1
 #: Segments at least this long run their forward as one fused kernel on CUDA (a loop of
 #: 2 launches per step otherwise).
 FUSED_MIN_STEPS = 4
-
-
-def cuda_graphs_enabled() -> bool:
-    """False when the environment says ``TBPTT_BENCH_CUDA_GRAPHS=0``."""
-    return os.environ.get("TBPTT_BENCH_CUDA_GRAPHS", "1") != "0"
-
-
-def fused_forward_enabled(device: torch.device) -> bool:
-    """The fused (cuDNN) forward inside the graph: on CUDA unless ``TBPTT_BENCH_GRAPH_FORWARD=loop``."""
-    return device.type == "cuda" and os.environ.get("TBPTT_BENCH_GRAPH_FORWARD", "fused") != "loop"
 
 
 def graph_safe_optimizer(optimizer: torch.optim.Optimizer) -> bool:
@@ -75,43 +67,35 @@ def graph_safe_optimizer(optimizer: torch.optim.Optimizer) -> bool:
 
 
 class GraphedElman:
-    """Trains an ElmanRNN on one stream under TBPTT(k1, k2) with static buffers.
+    """Trains an ElmanRNN on one stream under TBPTT(k1, k2) with static buffers (a ``Path``).
 
-    ``run(updates, callback)`` performs every update in order and returns per-update
-    (loss, grad norm, clipped) as one (U, 3) float64 CPU tensor, read once at the end unless a
-    callback needs each record as it happens.
+    ``run(callback)`` performs every update in order; the per-update (loss, grad norm, clipped)
+    rows stay on the device and are read once at the end unless a callback needs each record as
+    it happens. Counts come from the window formula (no random truncation here): an update at u
+    traversed min(k2, u) steps per row.
     """
 
-    def __init__(
-        self,
-        model: ElmanRNN,
-        x: Tensor,
-        y: Tensor,
-        loss: str,
-        k1: int,
-        k2: int,
-        clip: float | None,
-        optimizer: torch.optim.Optimizer,
-        per_step: int,
-        h0: Tensor,
-        capture: bool,
-        autograd_window: bool = False,
-    ):
-        self.model, self.x, self.y, self.k1, self.k2, self.clip = model, x, y, k1, k2, clip
-        self.optimizer, self.per_step = optimizer, per_step
-        self.loss_sum, self.loss_grad = LOSSES[loss], LOSS_GRADS[loss]
+    def __init__(self, inputs: PathInputs):
+        self.inputs = inputs
+        model, x, k2 = inputs.model, inputs.x, inputs.k2
+        self.model, self.x, self.y, self.k1, self.k2 = model, x, inputs.y, inputs.k1, k2
+        self.clip, self.optimizer, self.per_step = inputs.clip, inputs.optimizer, inputs.per_step
+        self.loss_sum, self.loss_grad = LOSSES[inputs.loss], LOSS_GRADS[inputs.loss]
+        # A window inside its own segment (no stored history) of a fused cell backpropagates
+        # through the fused kernel by autograd (cuDNN's backward on CUDA: one kernel, not two per step).
+        autograd_window = not inputs.stored_history and model.fused_window and k2 >= FUSED_MIN_STEPS
         self.tanh = model.nonlinearity == "tanh"
         self.live = model.params()
         self.names = list(self.live)
-        self.capture = capture and x.device.type == "cuda"
+        self.capture = inputs.capture and x.device.type == "cuda"
         self.captured = False
         self.capture_error: str | None = None  # why capture failed, if it did
-        self.fused_forward = self.tanh and fused_forward_enabled(x.device)
+        self.fused_forward = self.tanh and x.device.type == "cuda" and inputs.graph_forward == "fused"
         self.autograd_window = autograd_window
         B, H, D = x.shape[1], model.hidden_size, model.input_size
         kw = {"device": x.device, "dtype": x.dtype}
         W = 0 if autograd_window else k2  # no slots kept: the window is the segment's own
-        self.h = h0.detach().clone()  # the carried state
+        self.h = inputs.h0.detach().clone()  # the carried state
         self.hp = torch.zeros(W, B, H, **kw)  # per window slot: state before the step
         self.da = torch.zeros(W, B, H, **kw)  #   f'(pre); 0 marks a slot before step 1
         self.xb = torch.zeros(W, B, D, **kw)  #   the step's input
@@ -205,21 +189,15 @@ class GraphedElman:
                 buf[: W - L].copy_(buf[L:].clone())
                 buf[W - L :].copy_(new)
 
-        # Backward over the window, newest slot first: delta_{s-1} = dpre_s W_hh(s), plus the
-        # readout pull where slot s-1 is one of this update's own steps (one addmm).
+        # Backward over the window, newest slot first (elman_backward): the own steps are the
+        # newest min(L, W) slots; slot 0's predecessor is held constant. Slots before step 1
+        # hold f' = 0, so they add exactly nothing.
         own = min(L, W)
-        delta = pull[L - 1]
-        for s in range(W - 1, -1, -1):
-            torch.mul(delta, self.da[s], out=self.dpre[s])
-            if s and s - 1 >= W - own:
-                delta = torch.addmm(pull[L - W + s - 1], self.dpre[s], self.wb[s])
-            elif s:
-                delta = self.dpre[s] @ self.wb[s]
-        flat = self.dpre.reshape(-1, H)
-        torch.mm(flat.T, self.hp.reshape(-1, H), out=g["W_hh"])
-        torch.mm(flat.T, self.xb.reshape(-1, self.xb.shape[-1]), out=g["W_hx"])
+        backward_steps(self.dpre, self.da, self.wb, None, pull=pull[max(L - W, 0) :], own_from=W - own)
+        torch.mm(self.dpre.reshape(-1, H).T, self.hp.reshape(-1, H), out=g["W_hh"])
+        torch.mm(self.dpre.reshape(-1, H).T, self.xb.reshape(-1, self.xb.shape[-1]), out=g["W_hx"])
         if "b_h" in g:
-            torch.sum(flat, dim=0, out=g["b_h"])
+            torch.sum(self.dpre.reshape(-1, H), dim=0, out=g["b_h"])
         return objective
 
     def _clip_step_record(self, objective: Tensor) -> None:
@@ -266,7 +244,37 @@ class GraphedElman:
 
     # -- the loop -----------------------------------------------------------------------------
 
-    def run(self, segments: list[int], callback: Callable[[int, Tensor], None] | None = None) -> Tensor:
+    def run(self, callback: Callable[[UpdateRecord], None] | None = None) -> TrainResult:
+        """Every update of ``inputs.updates`` (see ``Path``); engine_path names the variant that ran:
+        "cuda-graph-elman" where a graph was captured, else "static-elman", then "/fused-window"
+        (autograd through the fused kernel) and "+stored-history" where they apply."""
+        inp = self.inputs
+        segments = [u - prev for prev, u in inp.updates]
+        B = inp.batch
+
+        def to_record(i: int, row) -> UpdateRecord:
+            loss_value, norm, clipped = row.tolist()
+            prev, u = inp.updates[i]
+            bwd = backprop_steps(prev, u, max(u - self.k2, 0), B, None)  # every edge kept: min(k2, u) B
+            return UpdateRecord(u, loss_value, norm, bool(clipped), forward_steps(prev, u, B), bwd)
+
+        on_update = None if callback is None else (lambda i, row: callback(to_record(i, row)))
+        meter = SavedTensorMeter() if inp.measure_memory and self.autograd_window else None
+        with meter if meter else nullcontext():
+            rows = self._run_updates(segments, on_update)
+        records = [to_record(i, row) for i, row in enumerate(rows)]
+        name = (
+            ("cuda-graph-elman" if self.captured else "static-elman")
+            + ("/fused-window" if self.autograd_window else "")
+            + ("+stored-history" if inp.stored_history else "")
+        )
+        saved = None
+        if inp.measure_memory:
+            saved = meter.peak_bytes if meter else self.saved_bytes(max(segments))
+        reason = None if self.capture_error is None else f"CUDA graph capture failed: {self.capture_error}"
+        return TrainResult(records, self.h.clone(), name, saved, reason)
+
+    def _run_updates(self, segments: list[int], callback: Callable[[int, Tensor], None] | None) -> Tensor:
         """Perform one update per segment length in ``segments``; ``callback(i, record)`` after
         update i (the record as a CPU tensor; costs a device sync per update)."""
         for n, p in self.live.items():
