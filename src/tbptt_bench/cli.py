@@ -22,12 +22,14 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from .errors import BenchError
+
 __all__ = ["build_parser", "find_specs_dir", "main"]
 
 PROG = "tbptt-bench"
 
 
-class CLIError(ValueError):
+class CLIError(BenchError):
     """Bad command-line input the parser cannot see (e.g. an unknown task name)."""
 
 
@@ -418,17 +420,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:  # the file system refused (a name too long, a full disk): no traceback
         print(f"{PROG}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2
-    except Exception as e:
-        if _is_input_error(e):
-            print(f"{PROG}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
-            return 2
-        raise
-
-
-def _is_input_error(e: Exception) -> bool:
-    """The project's own ValueError subclasses (and the missing-ray BackendError) are bad input."""
-    from .runs.sweep import BackendError
-
-    return isinstance(e, BackendError) or (
-        isinstance(e, ValueError) and type(e).__module__.startswith("tbptt_bench")
-    )
+    except BenchError as e:  # bad input anywhere in the package (BackendError too: ray is missing)
+        print(f"{PROG}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 2

@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Union
 
+from .errors import BenchError, check_int
+
 __all__ = [
     "PRESETS",
     "TBPTT",
@@ -44,17 +46,13 @@ __all__ = [
 ]
 
 
-class StyleError(ValueError):
+class StyleError(BenchError):
     """A style was asked for with values SPEC.md does not allow."""
 
 
 def _check_k(name: str, value: int | None) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise StyleError(
-            f"{name}={value!r} is not allowed: {name} must be a positive integer (or None for the whole sequence)"
-        )
+    if value is not None:  # None: the whole sequence
+        check_int(name, value, 1, error=StyleError)
 
 
 @dataclass(frozen=True)

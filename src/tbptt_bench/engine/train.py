@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..errors import BenchError
 from ..models import ElmanRNN, RecurrentModel, State, map_state
 from ..styles import TBPTT, RandomTruncation, Style
 from .chunking import needs_stored_history, plan_chunks
@@ -40,7 +41,7 @@ from .saved_memory import SavedTensorMeter
 __all__ = ["LOSSES", "PATHS", "EngineError", "TrainResult", "UpdateRecord", "evaluate_stream", "train_stream"]
 
 
-class EngineError(ValueError):
+class EngineError(BenchError):
     """Bad input to the engine, caught before any training."""
 
 
@@ -50,6 +51,21 @@ class UpdateRecord:
     loss: float  #: the update's objective: mean loss over its steps and the batch
     grad_norm: float  #: global gradient norm before clipping
     clipped: bool  #: whether clipping scaled the gradient
+    # Cost counters (COMMON.md contract). MINIMAL STAND-IN from the runs branch, computed from the
+    # schedule in ``_step_counts``; the engine helper's version (backprop_steps after random cuts)
+    # replaces it at integration.
+    forward_steps: int = 0  #: steps computed in this update's forward segment, summed over the rows
+    backprop_steps: int = 0  #: steps whose recurrent cell the backward pass traversed, summed over rows
+
+
+def _step_counts(style: Style, T: int, B: int) -> dict[int, tuple[int, int]]:
+    """update time t -> (forward_steps, backprop_steps) of that update, each summed over the B rows.
+
+    The update at t computes the steps (t', t] and backpropagates through the window
+    (max(t - k2, 0), t]: the loss at t alone reaches every step of it. STAND-IN: for random
+    truncation this is the window before the random cuts (an upper bound of the realised cost).
+    """
+    return {t: ((t - prev) * B, (t - start) * B) for prev, t, start in style.updates(T)}
 
 
 @dataclass
@@ -170,6 +186,7 @@ def train_stream(
     pi = style.pi if isinstance(style, RandomTruncation) else None
     chosen = _choose_path(model, style, stored_history, k2, B, path, optimizer, x.device)
     h = model.init_state(B) if h0 is None else map_state(lambda t: t.detach(), h0)
+    counts = _step_counts(style, T, B)
     if chosen in STATIC_PATHS:
         return _train_static(
             model,
@@ -215,10 +232,10 @@ def train_stream(
             pending.append((plan.update, _apply(live, names, grads, objective, clip, optimizer)))
             runner.release(plan.update)
             if callback is not None:  # a record now costs one device sync per update
-                records += _read_records(pending)
+                records += _read_records(pending, counts)
                 pending.clear()
                 callback(records[-1])
-    records += _read_records(pending)
+    records += _read_records(pending, counts)
     peak = meter.peak_bytes if meter else (runner.saved_bytes_peak if measure_memory else None)
     return TrainResult(records, h, runner.name + ("+stored-history" if stored_history else ""), peak)
 
@@ -243,6 +260,7 @@ def _train_static(
     k1, k2 = style.resolve(T)
     segments = [t - prev for prev, t, _ in style.updates(T)]
     times = style.update_times(T)
+    counts = _step_counts(style, T, B)
     # A window inside its own segment (no stored history) of a fused cell backpropagates through
     # the fused kernel by autograd (cuDNN's backward on CUDA: one kernel, not two per step).
     autograd_window = not stored_history and model.fused_window and k2 >= FUSED_MIN_STEPS
@@ -263,7 +281,7 @@ def _train_static(
 
     def to_record(i: int, row) -> UpdateRecord:
         loss_value, norm, clipped = row.tolist()
-        return UpdateRecord(times[i], loss_value, norm, bool(clipped))
+        return UpdateRecord(times[i], loss_value, norm, bool(clipped), *counts[times[i]])
 
     on_update = None if callback is None else (lambda i, row: callback(to_record(i, row)))
     meter = SavedTensorMeter() if measure_memory and autograd_window else None
@@ -294,13 +312,16 @@ def _apply(live: dict[str, Tensor], names: list[str], grads, objective, clip, op
     return torch.stack([objective.detach().to(norm.device, norm.dtype), norm.detach(), clipped])
 
 
-def _read_records(pending: list[tuple[int, Tensor]]) -> list[UpdateRecord]:
+def _read_records(
+    pending: list[tuple[int, Tensor]], counts: dict[int, tuple[int, int]]
+) -> list[UpdateRecord]:
     """Update records from device rows, in one host read."""
     if not pending:
         return []
     rows = torch.stack([row for _, row in pending]).double().tolist()
     return [
-        UpdateRecord(t, loss, norm, bool(clipped)) for (t, _), (loss, norm, clipped) in zip(pending, rows)
+        UpdateRecord(t, loss, norm, bool(clipped), *counts[t])
+        for (t, _), (loss, norm, clipped) in zip(pending, rows)
     ]
 
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import BenchError
 from ..styles import parse_style
 from . import envinfo, store
 from .spec import OPTIMIZERS, RunConfig
@@ -57,7 +58,7 @@ __all__ = [
 Progress = Callable[[int, int], None]  # (updates done, updates planned)
 
 
-class HarnessError(ValueError):
+class HarnessError(BenchError):
     """A run config that cannot be built (unknown task or cell, or a cell the task does not allow)."""
 
 

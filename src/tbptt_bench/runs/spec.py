@@ -50,6 +50,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ..errors import BenchError
 from ..styles import StyleError, parse_style
 
 if sys.version_info >= (3, 11):
@@ -79,7 +80,7 @@ OPTIMIZERS: dict[str, str] = {"sgd": "SGD", "adam": "Adam", "adagrad": "Adagrad"
 SWEEP_PRESETS: tuple[str, ...] = ("smoke", "quick", "full")
 
 
-class SpecError(ValueError):
+class SpecError(BenchError):
     """A spec file is unreadable, has an unknown or missing key, or a value of the wrong type."""
 
 
