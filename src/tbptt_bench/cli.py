@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import BenchError
+from .runs.spec import SWEEP_PRESETS
 
 __all__ = ["build_parser", "find_specs_dir", "main"]
 
@@ -276,8 +277,11 @@ def _sweep_flags(p: argparse.ArgumentParser, default_preset: str) -> None:
     p.add_argument(
         "--preset",
         default=default_preset,
-        choices=("smoke", "quick", "full"),
-        help=f"sweep size: smoke (seconds), quick (minutes), full (the real comparison); default {default_preset}",
+        choices=SWEEP_PRESETS,
+        help=(
+            "sweep size: smoke (seconds), quick (minutes), full (the real comparison, equal data); "
+            f"full-updates and full-episodic (full on the other budget axes); default {default_preset}"
+        ),
     )
     p.add_argument(
         "--device",

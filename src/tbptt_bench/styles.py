@@ -21,6 +21,7 @@ line to ``PRESETS``; the parametrized tests pick it up.
 
 from __future__ import annotations
 
+import importlib
 import math
 import random as _random
 import re
@@ -325,7 +326,8 @@ PRESETS: dict[str, Callable[..., Style]] = {
     "random_tbptt": random_tbptt,
 }
 
-_CALL = re.compile(r"^\s*([a-z_]+)\s*\(\s*(.*?)\s*\)\s*$")
+# A preset name, or "package.module:function" for a style defined outside the package.
+_CALL = re.compile(r"^\s*([a-z_]+|[A-Za-z_][\w.]*:[A-Za-z_]\w*)\s*\(\s*(.*?)\s*\)\s*$")
 
 
 def _literal(text: str) -> int | float | bool | None:
@@ -356,10 +358,25 @@ def parse_style(text: str) -> Style:
             f"style {text!r} is not allowed: write a preset call like 'tf_style(5)'; presets: {', '.join(PRESETS)}"
         )
     name, args = m.group(1), m.group(2)
-    if name not in PRESETS:
+    make = _imported_style(name) if ":" in name else PRESETS.get(name)
+    if make is None:
         raise StyleError(f"style {name!r} is not allowed: known presets are {', '.join(PRESETS)}")
     values = [_literal(a) for a in args.split(",")] if args else []
     try:
-        return PRESETS[name](*values)
+        style = make(*values)
     except TypeError as e:
         raise StyleError(f"style {text!r} is not allowed: {e}") from None
+    if not isinstance(style, (TBPTT, RandomTruncation)):
+        raise StyleError(f"style {text!r} is not allowed: {name} must return a TBPTT or RandomTruncation")
+    return style
+
+
+def _imported_style(name: str) -> Callable[..., Style]:
+    """The function of ``"package.module:function"`` (a style defined outside the package)."""
+    module, _, attr = name.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise StyleError(
+            f"style {name!r} is not allowed: cannot import it ({type(e).__name__}: {e})"
+        ) from None

@@ -41,6 +41,7 @@ __all__ = [
     "ENV_KEYS",
     "RUN_COLUMNS",
     "SUMMARY_KEYS",
+    "SUMMARY_OPTIONAL_KEYS",
     "Claim",
     "LoadedRuns",
     "StoreError",
@@ -109,7 +110,19 @@ SUMMARY_KEYS = (
     "diverged_at_update",
     "engine_path",
 )
-CURVE_COLUMNS = ("split", "update", "timesteps", "train_wall_s", "loss")
+#: Summary keys of the run protocol (docs/semantics.md, "Fair comparison"): every new record
+#: writes them; records written before them load with None ("n/a" in the report).
+SUMMARY_OPTIONAL_KEYS = (
+    "forward_steps",
+    "backprop_steps",
+    "test_loss",
+    "best_val_before_divergence",
+    "failure_kind",
+    "config_hash",
+)
+CURVE_COLUMNS = ("split", "update", "timesteps", "backprop_steps", "train_wall_s", "loss")
+#: The curve.csv header before ``backprop_steps`` (still read; the column loads as missing).
+LEGACY_CURVE_COLUMNS = ("split", "update", "timesteps", "train_wall_s", "loss")
 STATUSES = ("ok", "diverged", "failed")
 LOSSES = ("ce", "mse")
 SPLITS = ("train", "val")
@@ -166,6 +179,12 @@ RUN_COLUMNS: dict[str, str] = {
     "warmup_updates": "Int64",
     "error": "object",
     "git_dirty": "object",
+    "test_loss": "float64",
+    "best_val_before_divergence": "float64",
+    "forward_steps": "Int64",
+    "backprop_steps": "Int64",
+    "failure_kind": "object",
+    "config_hash": "object",
     "run_dir": "object",
 }
 CURVES_COLUMNS: dict[str, str] = {
@@ -180,6 +199,7 @@ CURVES_COLUMNS: dict[str, str] = {
     "split": "object",
     "update": "int64",
     "timesteps": "int64",
+    "backprop_steps": "Int64",
     "train_wall_s": "float64",
     "loss": "float64",
 }
@@ -257,6 +277,7 @@ def _curve_csv(rows: Sequence[Mapping[str, Any]]) -> str:
                 row["split"],
                 int(row["update"]),
                 int(row["timesteps"]),
+                int(row["backprop_steps"]),
                 repr(float(row["train_wall_s"])),
                 repr(float(row["loss"])),
             ]
@@ -427,20 +448,23 @@ def _read_curve(path: Path) -> list[dict]:
         raise StoreError("curve.csv is truncated: its last row has no newline")  # can leave valid numbers
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
-    if header is None or tuple(header) != CURVE_COLUMNS:
+    if header is None or tuple(header) not in (CURVE_COLUMNS, LEGACY_CURVE_COLUMNS):
         raise StoreError(f"curve.csv header {header} is not {list(CURVE_COLUMNS)}")
+    columns = tuple(header)
     rows = []
     for n, rec in enumerate(reader, start=2):
-        if len(rec) != len(CURVE_COLUMNS) or rec[0] not in SPLITS:
+        if len(rec) != len(columns) or rec[0] not in SPLITS:
             raise StoreError(f"curve.csv line {n} is malformed: {rec}")
+        v = dict(zip(columns, rec))
         try:
             rows.append(
                 {
-                    "split": rec[0],
-                    "update": int(rec[1]),
-                    "timesteps": int(rec[2]),
-                    "train_wall_s": float(rec[3]),
-                    "loss": float(rec[4]),
+                    "split": v["split"],
+                    "update": int(v["update"]),
+                    "timesteps": int(v["timesteps"]),
+                    "backprop_steps": int(v["backprop_steps"]) if "backprop_steps" in v else None,
+                    "train_wall_s": float(v["train_wall_s"]),
+                    "loss": float(v["loss"]),
                 }
             )
         except ValueError:
@@ -498,6 +522,7 @@ def load_run(run_dir: str | os.PathLike) -> tuple[dict, list[dict]]:
         "device": config["device"],
         "device_name": env["device_name"],
         **{k: summary[k] for k in SUMMARY_KEYS if k in RUN_COLUMNS},
+        **{k: summary.get(k) for k in SUMMARY_OPTIONAL_KEYS},
         "ref_optimal": _get(refs, "optimal", what="config.json references"),
         "ref_partial": refs.get("partial"),
         "ref_no_memory": refs.get("no_memory"),

@@ -110,6 +110,9 @@ class Task(abc.ABC):
     required_cell: ClassVar[str | None] = None  # a models.MODELS key the task needs, if any
     deterministic: ClassVar[bool] = False  # True: every stream is the same (nothing random)
     reference_notes: ClassVar[dict[str, str]]
+    #: Generator parameters that keep a test or smoke run to seconds; the registry-driven tests
+    #: build every task with ``make_task(name, **cls.smoke_params)``.
+    smoke_params: ClassVar[dict[str, Any]] = {}
 
     # -- sizes ------------------------------------------------------------------------------
     @property
