@@ -60,7 +60,7 @@ from typing import Any
 from ..errors import BenchError
 from ..styles import Style, parse_style
 from . import envinfo, store
-from .spec import OPTIMIZERS, Budget, RunConfig
+from .spec import OPTIMIZERS, Budget, RunConfig, style_slug
 
 __all__ = [
     "TEST_SEED_OFFSET",
@@ -234,7 +234,9 @@ def base_config(config: RunConfig, device: str) -> dict[str, Any]:
     except (ImportError, BenchError):
         loss = None
     return {
-        "task": config.task,
+        # Folder-safe: the report names folders by it ("pkg.mod:Class" -> "pkg.mod-class").
+        "task": style_slug(config.task),
+        "task_source": config.task,  # the name the spec gave, importable if it has a ':'
         "task_params": config.to_dict()["task_params"],
         "loss": loss,
         "references": {"optimal": None},

@@ -44,9 +44,7 @@ class AddingTask(Task):
     segment_length: int = 20
 
     name: ClassVar[str] = "adding"
-    smoke_params: ClassVar[dict[str, Any]] = {
-        "segment_length": 6
-    }  # generator parameters of a seconds-long test
+    smoke_params: ClassVar[dict[str, Any]] = {"segment_length": 6}  # sizes for a seconds-long test
     loss: ClassVar[str] = "mse"
     reference_notes: ClassVar[dict[str, str]] = {
         "no_memory": "best predictor seeing only the current input (E[sum] on query steps, 0 elsewhere)",

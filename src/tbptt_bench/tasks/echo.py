@@ -50,7 +50,7 @@ class EchoTask(Task):
     base: float = 0.5
 
     name: ClassVar[str] = "echo"
-    smoke_params: ClassVar[dict[str, Any]] = {}  # generator parameters of a seconds-long test
+    smoke_params: ClassVar[dict[str, Any]] = {}  # sizes for a seconds-long test
     loss: ClassVar[str] = "ce"
     reference_notes: ClassVar[dict[str, str]] = {
         "no_memory": "entropy of Y's marginal: a predictor that remembers nothing",

@@ -67,7 +67,7 @@ class InfluenceTask(Task):
     theta0: float = 0.5
 
     name: ClassVar[str] = "influence"
-    smoke_params: ClassVar[dict[str, Any]] = {}  # generator parameters of a seconds-long test
+    smoke_params: ClassVar[dict[str, Any]] = {}  # sizes for a seconds-long test
     loss: ClassVar[str] = "mse"
     required_cell: ClassVar[str | None] = "influence"
     deterministic: ClassVar[bool] = True

@@ -129,7 +129,7 @@ class LanguageTask(Task):
         "vocab": 6,
         "n_states": 4,
         "n_topics": 2,
-    }  # generator parameters of a seconds-long test
+    }  # sizes for a seconds-long test
     loss: ClassVar[str] = "ce"
     reference_notes: ClassVar[dict[str, str]] = {
         "no_memory": "stationary unigram predictor p(w_{t+1}) on the validation stream",
