@@ -268,6 +268,7 @@ def _cmd_compare(args) -> int:
 
 # -- parser -----------------------------------------------------------------------------------
 def _sweep_flags(p: argparse.ArgumentParser, default_preset: str) -> None:
+    """What to run (specs, preset, seeds, styles, where records go); then how (``_how_flags``)."""
     p.add_argument(
         "specs",
         nargs="*",
@@ -284,12 +285,6 @@ def _sweep_flags(p: argparse.ArgumentParser, default_preset: str) -> None:
         ),
     )
     p.add_argument(
-        "--device",
-        default="auto",
-        choices=("auto", "cpu", "cuda", "mps"),
-        help="where to train; auto picks cuda, then mps, then cpu (default auto)",
-    )
-    p.add_argument(
         "--seeds", type=_seed_count, metavar="N", help="run seeds 0..N-1 instead of the spec's seeds"
     )
     p.add_argument(
@@ -299,6 +294,22 @@ def _sweep_flags(p: argparse.ArgumentParser, default_preset: str) -> None:
         help="run only this style, e.g. 'tf_style(5)' (repeat for several); default: the spec's styles",
     )
     p.add_argument("--results", default="results", metavar="DIR", help="results folder (default results/)")
+    p.add_argument(
+        "--specs-dir",
+        metavar="DIR",
+        help="folder of <task>.toml specs (default: ./tasks or the checkout's tasks/)",
+    )
+    _how_flags(p)
+
+
+def _how_flags(p: argparse.ArgumentParser) -> None:
+    """How a sweep runs: device, processes, threads, backend, and what it prints or skips."""
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda", "mps"),
+        help="where to train; auto picks cuda, then mps, then cpu (default auto)",
+    )
     p.add_argument(
         "--jobs",
         type=_positive_int,
@@ -329,11 +340,6 @@ def _sweep_flags(p: argparse.ArgumentParser, default_preset: str) -> None:
         "--force",
         action="store_true",
         help="rerun complete runs too (each old folder is replaced atomically)",
-    )
-    p.add_argument(
-        "--specs-dir",
-        metavar="DIR",
-        help="folder of <task>.toml specs (default: ./tasks or the checkout's tasks/)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-run lines")
 
@@ -372,7 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _sweep_flags(p, "quick")
     p.set_defaults(func=_cmd_run)
+    _add_report_parsers(sub)
+    return parser
 
+
+def _add_report_parsers(sub) -> None:
+    """The commands that read records: report and compare."""
     p = sub.add_parser(
         "report",
         help="tables and figures from the records in a results folder",
@@ -410,7 +421,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to write the comparison (default results/compare)",
     )
     p.set_defaults(func=_cmd_compare)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
