@@ -217,3 +217,37 @@ def test_resolve_rejects_unknown_preset():
     ):
         resolve(parse_spec(MINIMAL), "huge")
     assert SWEEP_PRESETS[:3] == ("smoke", "quick", "full")  # smallest first; then the other budget axes
+
+
+@pytest.mark.parametrize("name", TASK_NAMES)
+def test_every_spec_holds_the_full_preset_on_every_budget_axis(name):
+    spec = load_spec(TASKS_DIR / f"{name}.toml")
+    full = resolve(spec, "full")
+    for preset, mode in (("full", "data"), ("full-updates", "updates"), ("full-episodic", "episodic")):
+        runs = resolve(spec, preset)
+        assert {r.budget.mode for r in runs} == {mode}, (name, preset)
+        assert [(r.style, r.hidden_size, r.lr, r.seed) for r in runs] == [
+            (r.style, r.hidden_size, r.lr, r.seed) for r in full
+        ]  # the same grid: only the budget axis differs
+    for preset in ("smoke", "quick"):
+        assert {r.budget.mode for r in resolve(spec, preset)} == {"data"}
+
+
+def test_budget_modes_parse_and_change_the_run_id():
+    spec = parse_spec(
+        MINIMAL + '[presets.full-updates]\nmode = "updates"\nupdates = 40\n'
+        '[presets.full-episodic]\nmode = "episodic"\nepisode_len = 10\n',
+        "mini.toml",
+    )
+    data, upd, epi = (resolve(spec, p)[0] for p in ("full", "full-updates", "full-episodic"))
+    assert (upd.budget.mode, upd.budget.updates, epi.budget.mode, epi.budget.episode_len) == (
+        "updates",
+        40,
+        "episodic",
+        10,
+    )
+    assert len({data.run_id, upd.run_id, epi.run_id}) == 3  # other budget, other run
+    with pytest.raises(SpecError, match=r"mini\.toml: \[presets\.full-episodic\] budget\.episode_len=7"):
+        parse_spec(MINIMAL + '[presets.full-episodic]\nmode = "episodic"\nepisode_len = 7\n', "mini.toml")
+    with pytest.raises(SpecError, match="budget.mode = 'weekly' is not allowed: expected one of data"):
+        parse_spec(MINIMAL.replace("warmup_updates = 0", 'warmup_updates = 0\nmode = "weekly"'), "mini.toml")
