@@ -82,6 +82,7 @@ def test_updates_mode_gives_every_style_the_same_update_count():
     recs = {st: harness.run_record(cfg(st, b), "cpu") for st in ("tf_style(5)", "williams_peng(3)", "full()")}
     assert {r.summary["updates"] for r in recs.values()} == {12}
     assert recs["tf_style(5)"].summary["timesteps"] == 60  # one row of U * k1 steps
+    assert recs["tf_style(5)"].config["protocol"]["state_reset"] == "per stream"
     assert recs["williams_peng(3)"].summary["timesteps"] == 12
     full = recs["full()"]
     assert full.summary["timesteps"] == 12 * 20  # U fresh rows of row_len, one update each

@@ -138,7 +138,15 @@ class RunPlan:
 
     def describe(self) -> dict[str, Any]:
         """What ``config.json`` records, so a table can say how each style was trained."""
-        resets = {"data": "per stream", "updates": "per row", "episodic": "per episode"}[self.mode]
+        # Where the hidden state starts from zero: at each epoch's stream (data; updates with a
+        # fixed k1, whose one stream is U * k1 long), at each of U rows (updates with k1 = the
+        # whole row: full BPTT), at each episode (episodic).
+        if self.mode == "episodic":
+            resets = "per episode"
+        elif self.mode == "updates" and len(self.segments) > 1:
+            resets = "per row"
+        else:
+            resets = "per stream"
         return {
             "mode": self.mode,
             "eval_axis": self.axis,
@@ -190,7 +198,7 @@ def check_config(config: RunConfig) -> Any:
 
     try:
         task = make_task(config.task, **dict(config.task_params))
-    except ValueError as e:
+    except BenchError as e:
         raise HarnessError(str(e)) from None
     if config.cell not in MODELS:
         raise HarnessError(f"cell {config.cell!r} is not allowed: known cells are {', '.join(MODELS)}")
