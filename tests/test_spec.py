@@ -157,6 +157,11 @@ def test_run_config_round_trips_through_json():
     assert back == cfg and back.run_id == cfg.run_id
     assert back.to_dict()["task_params"] == {"lags": [3, 8], "effects": [0.5, -0.25], "base": 0.5}
     assert isinstance(back.budget, Budget)
+    old = {**cfg.to_dict(), "budget": {**cfg.budget.to_dict(), "eval_every_updates": 25}}
+    with pytest.raises(
+        SpecError, match=r"budget \[.*'eval_every_updates'.*\] is not allowed: a budget has epochs"
+    ):
+        RunConfig.from_dict(old)
     with pytest.raises(Exception):
         cfg.lr = 1.0  # frozen
 

@@ -330,7 +330,11 @@ class RunConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> RunConfig:
         d = dict(d)
         d["task_params"] = _freeze(dict(d["task_params"]))
-        d["budget"] = Budget(**d["budget"])  # SpecError for a budget of an older schema
+        try:
+            d["budget"] = Budget(**d["budget"])
+        except TypeError:  # e.g. a config.json written before eval_points replaced eval_every_updates
+            allowed = ", ".join(f.name for f in fields(Budget))
+            raise SpecError(f"budget {sorted(d['budget'])} is not allowed: a budget has {allowed}") from None
         return cls(**d)
 
     @property
