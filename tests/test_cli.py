@@ -229,4 +229,32 @@ def test_every_flag_has_help():
 def test_summary_json_of_a_run_is_the_schema(smoke_results):
     results, _ = smoke_results
     summary = json.loads(next(results.rglob("summary.json")).read_text())
-    assert set(summary) == set(store.SUMMARY_KEYS)
+    assert set(summary) == set(store.SUMMARY_KEYS) | set(store.SUMMARY_OPTIONAL_KEYS)
+
+
+def test_any_bench_error_is_exit_2_and_other_errors_are_not_swallowed(tmp_path, capsys, monkeypatch):
+    from tbptt_bench.errors import BenchError
+
+    spec = tmp_path / "bad.toml"
+    spec.write_text((REPO / "tasks" / "echo.toml").read_text().replace("eval_points = 20", "eval_points = 3"))
+    assert cli.main(["sweep", str(spec), "--dry-run", "--results", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tbptt-bench: error: ") and "eval_points = 3 is not allowed" in err
+    assert err.count("\n") == 1
+
+    class Odd(BenchError):  # a new error class anywhere in the package needs no CLI change
+        pass
+
+    def boom(args):
+        raise Odd("thing=1 is not allowed: use 2")
+
+    monkeypatch.setattr(cli, "_cmd_list", boom)
+    assert cli.main(["list"]) == 2
+    assert capsys.readouterr().err == "tbptt-bench: error: thing=1 is not allowed: use 2\n"
+
+    def bug(args):
+        raise ValueError("a bug, not bad input")
+
+    monkeypatch.setattr(cli, "_cmd_list", bug)
+    with pytest.raises(ValueError, match="a bug"):
+        cli.main(["list"])

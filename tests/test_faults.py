@@ -76,9 +76,25 @@ def _record(marker: float) -> harness.RunRecord:
     cfg = sweep.plan([load_spec(ECHO)], "smoke", "cpu-x", "/nonexistent")[0].config
     summary = {k: None for k in store.SUMMARY_KEYS} | {"status": "ok", "updates": 2, "eval_wall_s": marker}
     curve = [
-        {"split": "train", "update": u, "timesteps": 5 * u, "train_wall_s": 0.1, "loss": marker + u}
+        {
+            "split": "train",
+            "update": u,
+            "timesteps": 5 * u,
+            "backprop_steps": 4 * (5 * u),
+            "train_wall_s": 0.1,
+            "loss": marker + u,
+        }
         for u in (1, 2)
-    ] + [{"split": "val", "update": 2, "timesteps": 10, "train_wall_s": 0.2, "loss": marker}]
+    ] + [
+        {
+            "split": "val",
+            "update": 2,
+            "timesteps": 10,
+            "backprop_steps": 40,
+            "train_wall_s": 0.2,
+            "loss": marker,
+        }
+    ]
     env = {k: None for k in store.ENV_KEYS} | {"device_name": "cpu x"}
     return harness.RunRecord(
         config=harness.base_config(cfg, "cpu") | {"loss": "ce"}, env=env, curve=curve, summary=summary

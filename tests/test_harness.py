@@ -10,9 +10,7 @@ from tbptt_bench.runs import envinfo, harness, store
 from tbptt_bench.runs.spec import Budget, RunConfig
 from tbptt_bench.styles import parse_style
 
-BUDGET = Budget(
-    epochs=2, batch=4, row_len=30, val_batch=4, val_len=40, eval_every_updates=4, warmup_updates=2
-)
+BUDGET = Budget(epochs=2, batch=4, row_len=30, val_batch=4, val_len=40, eval_points=10, warmup_updates=2)
 
 
 def cfg(**kw) -> RunConfig:
@@ -40,7 +38,7 @@ def echo_record():
 
 def test_record_follows_the_schema(echo_record):
     rec = echo_record
-    assert set(rec.summary) == set(store.SUMMARY_KEYS)
+    assert set(rec.summary) == set(store.SUMMARY_KEYS) | set(store.SUMMARY_OPTIONAL_KEYS)
     assert set(rec.env) == set(store.ENV_KEYS)
     assert set(store.CONFIG_KEYS) <= set(rec.config)
     assert rec.config["loss"] == "ce" and rec.config["device"] == "cpu"
@@ -48,6 +46,8 @@ def test_record_follows_the_schema(echo_record):
     assert rec.config["model"] == {"cell": "tanh", "hidden_size": 4}
     assert rec.config["optimizer"] == {"name": "adagrad", "lr": 0.1} and rec.config["clip"] == 0.05
     assert rec.config["budget"] == BUDGET.to_dict()
+    assert rec.config["protocol"]["mode"] == "data" and rec.config["protocol"]["state_reset"] == "per stream"
+    assert rec.config["config_hash"] == rec.summary["config_hash"] == cfg(clip=0.05).config_hash
     assert rec.config["references"]["optimal"] == pytest.approx(0.4544544, abs=1e-6)
     assert rec.config["references"]["no_memory"] == pytest.approx(0.6615632, abs=1e-6)
     assert set(rec.config["reference_notes"]) == set(rec.config["references"])
@@ -63,10 +63,14 @@ def test_curve_counts_updates_timesteps_and_evaluations(echo_record):
     val = [r for r in curve if r["split"] == "val"]
     assert [r["update"] for r in train] == list(range(1, 13))
     assert [r["timesteps"] for r in train] == [5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60]
-    assert [r["update"] for r in val] == [4, 8, 12]  # every 4 updates; the end coincides with 12
+    # round(linspace(0, 60, 10)); each point sees the parameters after the last update at or before it
+    assert [r["timesteps"] for r in val] == [0, 7, 13, 20, 27, 33, 40, 47, 53, 60]
+    assert [r["update"] for r in val] == [0, 1, 2, 4, 5, 6, 8, 9, 10, 12]
     walls = [r["train_wall_s"] for r in train]
     assert walls == sorted(walls) and walls[-1] <= s["train_wall_s"]
-    assert s["min_val_loss"] == min(r["loss"] for r in val) and s["final_val_loss"] == val[-1]["loss"]
+    assert s["min_val_loss"] == min(r["loss"] for r in val)
+    assert s["final_val_loss"] == pytest.approx(sum(r["loss"] for r in val[-3:]) / 3, rel=1e-12)
+    assert s["test_loss"] is not None and s["test_loss"] != val[-1]["loss"]  # its own stream
     assert s["eval_wall_s"] > 0 and s["engine_path"] not in ("", "none")
 
 
@@ -115,7 +119,7 @@ def test_divergence_stops_the_run():
             lr=1e6,
             style="full()",
             budget=Budget(
-                epochs=3, batch=1, row_len=40, val_batch=1, val_len=40, eval_every_updates=1, warmup_updates=0
+                epochs=3, batch=1, row_len=40, val_batch=1, val_len=40, eval_points=10, warmup_updates=0
             ),
         ),
         "cpu",
@@ -123,7 +127,9 @@ def test_divergence_stops_the_run():
     s = rec.summary
     assert s["status"] == "diverged" and s["error"] is None
     assert s["diverged_at_update"] == s["updates"] >= 1
-    assert s["updates"] < 3 or rec.curve[-1]["split"] == "val"
+    assert s["final_val_loss"] is None and s["test_loss"] is None
+    vals = [r["loss"] for r in rec.curve if r["split"] == "val" and r["loss"] == r["loss"]]
+    assert vals and s["best_val_before_divergence"] == min(vals)  # timestep 0 is always evaluated
 
 
 def test_an_exception_marks_the_run_failed(monkeypatch):
@@ -136,7 +142,8 @@ def test_an_exception_marks_the_run_failed(monkeypatch):
     rec = harness.run_record(cfg(), "cpu")
     assert rec.summary["status"] == "failed"
     assert rec.summary["error"] == "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
-    assert rec.summary["updates"] == 0 and rec.summary["min_val_loss"] is None
+    assert rec.summary["updates"] == 0 and rec.summary["failure_kind"] == "infrastructure"
+    assert rec.summary["final_val_loss"] is None and rec.summary["test_loss"] is None
 
 
 def test_execute_run_writes_a_complete_loadable_run(tmp_path):
@@ -183,7 +190,14 @@ def _env():
 
 
 def _row(loss):
-    return {"split": "train", "update": 1, "timesteps": 5, "train_wall_s": 0.1, "loss": loss}
+    return {
+        "split": "train",
+        "update": 1,
+        "timesteps": 5,
+        "backprop_steps": 20,
+        "train_wall_s": 0.1,
+        "loss": loss,
+    }
 
 
 def _summary(status):

@@ -25,9 +25,7 @@ from tbptt_bench.runs import harness, store
 from tbptt_bench.runs.spec import Budget, RunConfig
 
 
-def config(
-    clip: float | None, lr: float, row_len: int, style: str, eval_every: int, val_len: int = 60
-) -> RunConfig:
+def config(clip: float | None, lr: float, row_len: int, style: str, val_len: int = 60) -> RunConfig:
     return RunConfig(
         task="adding",
         task_params={},
@@ -45,7 +43,7 @@ def config(
             row_len=row_len,
             val_batch=4,
             val_len=val_len,
-            eval_every_updates=eval_every,
+            eval_points=10,
             warmup_updates=0,
         ),
     )
@@ -97,20 +95,21 @@ def first_bad_update(events: list[tuple[str, float]]) -> tuple[int, int]:
 @pytest.mark.parametrize(
     "case",
     [
-        dict(lr=0.1, row_len=60, style="tf_style(10)", eval_every=1000),  # the training loss overflows
-        # 200 validation steps grow the state 1.5^200-fold: the first evaluation (after update 6, in
-        # the second epoch of 4 updates) overflows while training on rows of 20 steps stays finite
-        dict(lr=1e-6, row_len=20, style="tf_style(5)", eval_every=6, val_len=200),
+        dict(lr=0.1, row_len=60, style="tf_style(10)", min_updates=2),  # the training loss overflows
+        # 200 validation steps grow the state 1.5^200-fold: the first evaluation (timestep 0, before
+        # any update) overflows while training on rows of 20 steps would stay finite
+        dict(lr=1e-6, row_len=20, style="tf_style(5)", val_len=200),
     ],
     ids=["train-loss", "val-loss"],
 )
 def test_an_exploding_run_is_diverged_at_the_first_non_finite_loss(exploding, case):
+    min_updates = case.pop("min_updates", 0)
     rec = harness.run_record(config(None, **case), "cpu")
     expected, i = first_bad_update(exploding)
     assert i == len(exploding) - 1  # the run stopped right there: no update after the bad loss
     s = rec.summary
     assert s["status"] == "diverged" and s["error"] is None
-    assert s["diverged_at_update"] == s["updates"] == expected >= 2
+    assert s["diverged_at_update"] == s["updates"] == expected >= min_updates
     train = [r for r in rec.curve if r["split"] == "train"]
     assert [r["update"] for r in train] == list(range(1, expected + 1))
     assert not math.isfinite(rec.curve[-1]["loss"]) and rec.curve[-1]["split"] == exploding[-1][0]
@@ -120,25 +119,27 @@ def test_an_exploding_run_is_diverged_at_the_first_non_finite_loss(exploding, ca
 
 
 def test_divergence_is_shown_in_the_report_and_clipping_trains(exploding, tmp_path):
-    case = dict(lr=0.1, row_len=60, style="tf_style(10)", eval_every=6)
+    case = dict(lr=0.1, row_len=60, style="tf_style(10)")
     for clip in (None, 1.0):
         harness.execute_run(config(clip, **case), tmp_path, "cpu")
     loaded = store.load_runs(tmp_path)
     assert loaded.skipped == [] and len(loaded.runs) == 2
     by_clip = {None if math.isnan(r["clip"]) else r["clip"]: r for _, r in loaded.runs.iterrows()}
     wild, tame = by_clip[None], by_clip[1.0]
-    assert wild["status"] == "diverged" and wild["diverged_at_update"] == wild["updates"] == 3
+    # the validation at timestep 20 (right after update 2) is the first non-finite loss
+    assert wild["status"] == "diverged" and wild["diverged_at_update"] == wild["updates"] == 2
     assert tame["status"] == "ok" and tame["updates"] == 18 and tame["clip_rate"] > 0.5
     tame_curve = loaded.curves[loaded.curves["run_id"] == tame["run_id"]]
     assert tame_curve["loss"].map(math.isfinite).all()
     val = tame_curve[tame_curve["split"] == "val"]["loss"].tolist()
-    assert val[-1] < val[0] / 5 and tame["final_val_loss"] == val[-1]  # it learns
+    assert val[-1] < val[0] / 5  # it learns
+    assert tame["final_val_loss"] == pytest.approx(sum(val[-3:]) / 3, rel=1e-12)  # the last 3 evaluations
 
     report.build_report(tmp_path, figures=False)
     table = next(tmp_path.glob("tables/*/smoke/adding/r2rt.csv"))
     rows = {r["clip"]: r for r in csv.DictReader(io.StringIO(table.read_text()))}
     assert (rows[""]["ok"], rows[""]["diverged"]) == ("0", "1")
-    assert rows[""]["text"].startswith("diverged at upd. 3, best ")  # where it diverged, best loss before
+    assert rows[""]["text"].startswith("diverged at upd. 2, best ")  # where it diverged, best loss before
     assert (
         rows["1"]["ok"] == "1"
         and rows["1"]["diverged"] == "0"

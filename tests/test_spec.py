@@ -22,9 +22,10 @@ from tbptt_bench.runs.spec import (
     style_slug,
 )
 from tbptt_bench.styles import parse_style
+from tbptt_bench.tasks import TASKS
 
 TASKS_DIR = Path(__file__).resolve().parents[1] / "tasks"
-TASK_NAMES = ["adding", "copy", "echo", "influence", "language"]
+TASK_NAMES = sorted(TASKS)  # the registry drives the tests: a new task needs a spec file too
 
 MINIMAL = """
 [task]
@@ -41,7 +42,7 @@ batch = 8
 row_len = 50
 val_batch = 8
 val_len = 50
-eval_every_updates = 5
+eval_points = 10
 warmup_updates = 0
 [sweep]
 styles = ["tf_style(5)", "full()", "random(0.25)"]
@@ -156,6 +157,11 @@ def test_run_config_round_trips_through_json():
     assert back == cfg and back.run_id == cfg.run_id
     assert back.to_dict()["task_params"] == {"lags": [3, 8], "effects": [0.5, -0.25], "base": 0.5}
     assert isinstance(back.budget, Budget)
+    old = {**cfg.to_dict(), "budget": {**cfg.budget.to_dict(), "eval_every_updates": 25}}
+    with pytest.raises(
+        SpecError, match=r"budget \[.*'eval_every_updates'.*\] is not allowed: a budget has epochs"
+    ):
+        RunConfig.from_dict(old)
     with pytest.raises(Exception):
         cfg.lr = 1.0  # frozen
 
@@ -211,6 +217,42 @@ def test_load_spec_names_the_file(tmp_path):
 
 
 def test_resolve_rejects_unknown_preset():
-    with pytest.raises(SpecError, match="preset 'huge' is not allowed: use one of smoke, quick, full"):
+    with pytest.raises(
+        SpecError, match=f"preset 'huge' is not allowed: use one of {', '.join(SWEEP_PRESETS)}"
+    ):
         resolve(parse_spec(MINIMAL), "huge")
-    assert SWEEP_PRESETS == ("smoke", "quick", "full")
+    assert SWEEP_PRESETS[:3] == ("smoke", "quick", "full")  # smallest first; then the other budget axes
+
+
+@pytest.mark.parametrize("name", TASK_NAMES)
+def test_every_spec_holds_the_full_preset_on_every_budget_axis(name):
+    spec = load_spec(TASKS_DIR / f"{name}.toml")
+    full = resolve(spec, "full")
+    for preset, mode in (("full", "data"), ("full-updates", "updates"), ("full-episodic", "episodic")):
+        runs = resolve(spec, preset)
+        assert {r.budget.mode for r in runs} == {mode}, (name, preset)
+        assert [(r.style, r.hidden_size, r.lr, r.seed) for r in runs] == [
+            (r.style, r.hidden_size, r.lr, r.seed) for r in full
+        ]  # the same grid: only the budget axis differs
+    for preset in ("smoke", "quick"):
+        assert {r.budget.mode for r in resolve(spec, preset)} == {"data"}
+
+
+def test_budget_modes_parse_and_change_the_run_id():
+    spec = parse_spec(
+        MINIMAL + '[presets.full-updates]\nmode = "updates"\nupdates = 40\n'
+        '[presets.full-episodic]\nmode = "episodic"\nepisode_len = 10\n',
+        "mini.toml",
+    )
+    data, upd, epi = (resolve(spec, p)[0] for p in ("full", "full-updates", "full-episodic"))
+    assert (upd.budget.mode, upd.budget.updates, epi.budget.mode, epi.budget.episode_len) == (
+        "updates",
+        40,
+        "episodic",
+        10,
+    )
+    assert len({data.run_id, upd.run_id, epi.run_id}) == 3  # other budget, other run
+    with pytest.raises(SpecError, match=r"mini\.toml: \[presets\.full-episodic\] budget\.episode_len=7"):
+        parse_spec(MINIMAL + '[presets.full-episodic]\nmode = "episodic"\nepisode_len = 7\n', "mini.toml")
+    with pytest.raises(SpecError, match="budget.mode = 'weekly' is not allowed: expected one of data"):
+        parse_spec(MINIMAL.replace("warmup_updates = 0", 'warmup_updates = 0\nmode = "weekly"'), "mini.toml")

@@ -74,6 +74,7 @@ BRIEF_CURVE_COLUMNS = [
     "split",
     "update",
     "timesteps",
+    "backprop_steps",
     "train_wall_s",
     "loss",
 ]
@@ -90,7 +91,7 @@ def make_records(status: str = "ok") -> tuple[dict, dict, list[dict], dict]:
         "model": {"cell": "tanh", "hidden_size": 4},
         "optimizer": {"name": "adagrad", "lr": 0.1},
         "clip": 1.0,
-        "budget": {"epochs": 1, "batch": 2, "row_len": 10, "eval_every_updates": 1, "val_len": 5},
+        "budget": {"epochs": 1, "batch": 2, "row_len": 10, "eval_points": 10, "val_len": 5},
         "seed": 3,
         "sweep": "smoke",
         "device": "cpu",
@@ -102,9 +103,30 @@ def make_records(status: str = "ok") -> tuple[dict, dict, list[dict], dict]:
         "git_dirty": True,
     }
     curve = [
-        {"split": "train", "update": 1, "timesteps": 20, "train_wall_s": 0.5, "loss": 0.7},
-        {"split": "val", "update": 1, "timesteps": 20, "train_wall_s": 0.5, "loss": 0.65},
-        {"split": "train", "update": 2, "timesteps": 40, "train_wall_s": 1.25, "loss": float("nan")},
+        {
+            "split": "train",
+            "update": 1,
+            "timesteps": 20,
+            "backprop_steps": 80,
+            "train_wall_s": 0.5,
+            "loss": 0.7,
+        },
+        {
+            "split": "val",
+            "update": 1,
+            "timesteps": 20,
+            "backprop_steps": 80,
+            "train_wall_s": 0.5,
+            "loss": 0.65,
+        },
+        {
+            "split": "train",
+            "update": 2,
+            "timesteps": 40,
+            "backprop_steps": 160,
+            "train_wall_s": 1.25,
+            "loss": float("nan"),
+        },
     ]
     summary = {k: None for k in store.SUMMARY_KEYS} | {
         "status": status,

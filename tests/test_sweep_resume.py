@@ -35,7 +35,7 @@ batch = 4
 row_len = 30
 val_batch = 4
 val_len = 40
-eval_every_updates = 5
+eval_points = 10
 warmup_updates = 1
 [sweep]
 styles = ["tf_style(5)", "williams_peng(5)", "random(0.3)", "full()"]

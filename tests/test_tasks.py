@@ -28,14 +28,6 @@ from tbptt_bench.tasks.language import LanguageTask, log_likelihood, predictive_
 
 SIGMAS = 5.0  # every Monte-Carlo comparison: |estimate - truth| <= 5 standard errors
 
-SMALL = {  # parameter sets that keep the generic tests fast
-    "echo": {},
-    "copy": {"m": 4},
-    "adding": {"segment_length": 6},
-    "influence": {},
-    "language": {"vocab": 6, "n_states": 4, "n_topics": 2},
-}
-
 
 def _tokens(stream: Stream) -> np.ndarray:
     return stream.x.argmax(-1).numpy()
@@ -44,13 +36,25 @@ def _tokens(stream: Stream) -> np.ndarray:
 # -- contract, for every registered task -----------------------------------------------------
 @pytest.fixture(params=sorted(TASKS))
 def task(request) -> Task:
-    return make_task(request.param, **SMALL[request.param])
+    return make_task(request.param, **TASKS[request.param].smoke_params)  # each task's own small sizes
 
 
 def test_registry_covers_every_task_module():
-    assert set(TASKS) == {"echo", "copy", "adding", "influence", "language"}
-    assert set(SMALL) == set(TASKS)
+    import importlib
+    import inspect
+    import pkgutil
+
+    import tbptt_bench.tasks as package
+
+    defined = {
+        obj
+        for info in pkgutil.iter_modules(package.__path__, "tbptt_bench.tasks.")
+        for obj in vars(importlib.import_module(info.name)).values()
+        if inspect.isclass(obj) and issubclass(obj, Task) and not inspect.isabstract(obj)
+    }
+    assert defined and defined == set(TASKS.values())  # a task class nobody registered fails here
     for name, cls in TASKS.items():
+        assert isinstance(cls.smoke_params, dict) and make_task(name, **cls.smoke_params).name == name
         assert cls.name == name and cls.loss in ("ce", "mse")
         assert (
             set(cls.reference_notes) <= {"no_memory", "partial", "optimal"}

@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .errors import BenchError, check_int
 from .models import ElmanRNN
 
 __all__ = [
@@ -67,7 +68,7 @@ __all__ = [
 ]
 
 
-class BaselineError(ValueError):
+class BaselineError(BenchError):
     """A baseline was asked for with values that are not allowed."""
 
 
@@ -142,11 +143,8 @@ def _check(
             f"y with shape {tuple(getattr(y, 'shape', ()))} is not allowed: y must start with (T, B) = {tuple(x.shape[:2])}"
         )
     for name, k in ks.items():
-        if k is None and name in optional:
-            continue
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            allowed = " (or None for the whole sequence)" if name in optional else ""
-            raise BaselineError(f"{name}={k!r} is not allowed: {name} must be a positive integer{allowed}")
+        if not (k is None and name in optional):  # None: the whole sequence
+            check_int(name, k, 1, error=BaselineError)
     return x.shape[0], _loss_fn(loss)
 
 

@@ -22,12 +22,15 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from .errors import BenchError
+from .runs.spec import SWEEP_PRESETS
+
 __all__ = ["build_parser", "find_specs_dir", "main"]
 
 PROG = "tbptt-bench"
 
 
-class CLIError(ValueError):
+class CLIError(BenchError):
     """Bad command-line input the parser cannot see (e.g. an unknown task name)."""
 
 
@@ -265,6 +268,7 @@ def _cmd_compare(args) -> int:
 
 # -- parser -----------------------------------------------------------------------------------
 def _sweep_flags(p: argparse.ArgumentParser, default_preset: str) -> None:
+    """What to run (specs, preset, seeds, styles, where records go); then how (``_how_flags``)."""
     p.add_argument(
         "specs",
         nargs="*",
@@ -274,14 +278,11 @@ def _sweep_flags(p: argparse.ArgumentParser, default_preset: str) -> None:
     p.add_argument(
         "--preset",
         default=default_preset,
-        choices=("smoke", "quick", "full"),
-        help=f"sweep size: smoke (seconds), quick (minutes), full (the real comparison); default {default_preset}",
-    )
-    p.add_argument(
-        "--device",
-        default="auto",
-        choices=("auto", "cpu", "cuda", "mps"),
-        help="where to train; auto picks cuda, then mps, then cpu (default auto)",
+        choices=SWEEP_PRESETS,
+        help=(
+            "sweep size: smoke (seconds), quick (minutes), full (the real comparison, equal data); "
+            f"full-updates and full-episodic (full on the other budget axes); default {default_preset}"
+        ),
     )
     p.add_argument(
         "--seeds", type=_seed_count, metavar="N", help="run seeds 0..N-1 instead of the spec's seeds"
@@ -293,6 +294,22 @@ def _sweep_flags(p: argparse.ArgumentParser, default_preset: str) -> None:
         help="run only this style, e.g. 'tf_style(5)' (repeat for several); default: the spec's styles",
     )
     p.add_argument("--results", default="results", metavar="DIR", help="results folder (default results/)")
+    p.add_argument(
+        "--specs-dir",
+        metavar="DIR",
+        help="folder of <task>.toml specs (default: ./tasks or the checkout's tasks/)",
+    )
+    _how_flags(p)
+
+
+def _how_flags(p: argparse.ArgumentParser) -> None:
+    """How a sweep runs: device, processes, threads, backend, and what it prints or skips."""
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda", "mps"),
+        help="where to train; auto picks cuda, then mps, then cpu (default auto)",
+    )
     p.add_argument(
         "--jobs",
         type=_positive_int,
@@ -323,11 +340,6 @@ def _sweep_flags(p: argparse.ArgumentParser, default_preset: str) -> None:
         "--force",
         action="store_true",
         help="rerun complete runs too (each old folder is replaced atomically)",
-    )
-    p.add_argument(
-        "--specs-dir",
-        metavar="DIR",
-        help="folder of <task>.toml specs (default: ./tasks or the checkout's tasks/)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-run lines")
 
@@ -366,7 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _sweep_flags(p, "quick")
     p.set_defaults(func=_cmd_run)
+    _add_report_parsers(sub)
+    return parser
 
+
+def _add_report_parsers(sub) -> None:
+    """The commands that read records: report and compare."""
     p = sub.add_parser(
         "report",
         help="tables and figures from the records in a results folder",
@@ -404,7 +421,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to write the comparison (default results/compare)",
     )
     p.set_defaults(func=_cmd_compare)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -418,17 +434,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:  # the file system refused (a name too long, a full disk): no traceback
         print(f"{PROG}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2
-    except Exception as e:
-        if _is_input_error(e):
-            print(f"{PROG}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
-            return 2
-        raise
-
-
-def _is_input_error(e: Exception) -> bool:
-    """The project's own ValueError subclasses (and the missing-ray BackendError) are bad input."""
-    from .runs.sweep import BackendError
-
-    return isinstance(e, BackendError) or (
-        isinstance(e, ValueError) and type(e).__module__.startswith("tbptt_bench")
-    )
+    except BenchError as e:  # bad input anywhere in the package (BackendError too: ray is missing)
+        print(f"{PROG}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 2

@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .errors import BenchError, check_int
+
 State = Union[Tensor, tuple[Tensor, ...]]
 Params = Mapping[str, Tensor]
 
@@ -50,7 +52,7 @@ __all__ = [
 ]
 
 
-class ModelError(ValueError):
+class ModelError(BenchError):
     """A model was asked for with values that are not allowed."""
 
 
@@ -315,8 +317,7 @@ class InfluenceBalancingRNN(RecurrentModel):
 
 def _check_sizes(*sizes: int) -> None:
     for name, v in zip(("input_size", "hidden_size", "output_size"), sizes):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ModelError(f"{name}={v!r} is not allowed: sizes must be positive integers")
+        check_int(name, v, 1, error=ModelError)
 
 
 MODELS: dict[str, Callable[..., RecurrentModel]] = {

@@ -21,12 +21,15 @@ line to ``PRESETS``; the parametrized tests pick it up.
 
 from __future__ import annotations
 
+import importlib
 import math
 import random as _random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Union
+
+from .errors import BenchError, check_int
 
 __all__ = [
     "PRESETS",
@@ -44,17 +47,13 @@ __all__ = [
 ]
 
 
-class StyleError(ValueError):
+class StyleError(BenchError):
     """A style was asked for with values docs/semantics.md does not allow."""
 
 
 def _check_k(name: str, value: int | None) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise StyleError(
-            f"{name}={value!r} is not allowed: {name} must be a positive integer (or None for the whole sequence)"
-        )
+    if value is not None:  # None: the whole sequence
+        check_int(name, value, 1, error=StyleError)
 
 
 @dataclass(frozen=True)
@@ -327,7 +326,8 @@ PRESETS: dict[str, Callable[..., Style]] = {
     "random_tbptt": random_tbptt,
 }
 
-_CALL = re.compile(r"^\s*([a-z_]+)\s*\(\s*(.*?)\s*\)\s*$")
+# A preset name, or "package.module:function" for a style defined outside the package.
+_CALL = re.compile(r"^\s*([a-z_]+|[A-Za-z_][\w.]*:[A-Za-z_]\w*)\s*\(\s*(.*?)\s*\)\s*$")
 
 
 def _literal(text: str) -> int | float | bool | None:
@@ -358,10 +358,25 @@ def parse_style(text: str) -> Style:
             f"style {text!r} is not allowed: write a preset call like 'tf_style(5)'; presets: {', '.join(PRESETS)}"
         )
     name, args = m.group(1), m.group(2)
-    if name not in PRESETS:
+    make = _imported_style(name) if ":" in name else PRESETS.get(name)
+    if make is None:
         raise StyleError(f"style {name!r} is not allowed: known presets are {', '.join(PRESETS)}")
     values = [_literal(a) for a in args.split(",")] if args else []
     try:
-        return PRESETS[name](*values)
+        style = make(*values)
     except TypeError as e:
         raise StyleError(f"style {text!r} is not allowed: {e}") from None
+    if not isinstance(style, (TBPTT, RandomTruncation)):
+        raise StyleError(f"style {text!r} is not allowed: {name} must return a TBPTT or RandomTruncation")
+    return style
+
+
+def _imported_style(name: str) -> Callable[..., Style]:
+    """The function of ``"package.module:function"`` (a style defined outside the package)."""
+    module, _, attr = name.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise StyleError(
+            f"style {name!r} is not allowed: cannot import it ({type(e).__name__}: {e})"
+        ) from None

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import BenchError
 from ..models import State
 
 __all__ = ["EngineError", "TrainResult", "UpdateRecord"]
 
 
-class EngineError(ValueError):
+class EngineError(BenchError):
     """Bad input to the engine, caught before any training (a one-line message)."""
 
 

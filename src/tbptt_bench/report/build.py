@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..errors import BenchError
 from ..runs import store
 from . import fair, tables
 
@@ -39,7 +40,7 @@ __all__ = ["ReportError", "build_report"]
 log = logging.getLogger("tbptt_bench.report.build")
 
 
-class ReportError(ValueError):
+class ReportError(BenchError):
     """The report was asked for something that cannot be done (e.g. a missing results folder)."""
 
 

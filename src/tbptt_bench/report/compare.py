@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import BenchError
 from ..runs import store
 from .tables import csv_text, fmt_lr, md_table, plain
 
@@ -37,7 +38,7 @@ MiB = 1024.0 * 1024.0
 KEY = ("task", "sweep", "cell", "hidden_size", "optimizer", "style_spec", "lr")
 
 
-class CompareError(ValueError):
+class CompareError(BenchError):
     """compare was given folders it cannot use."""
 
 

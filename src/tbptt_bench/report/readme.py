@@ -20,13 +20,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..errors import BenchError
+
 __all__ = ["BEGIN", "END", "ReadmeError", "replace_block", "results_block", "update_readme"]
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 SWEEP_PREFERENCE = ("full", "quick", "smoke")
 
 
-class ReadmeError(ValueError):
+class ReadmeError(BenchError):
     """The README has no results markers, or there are no tables to show."""
 
 

@@ -319,7 +319,9 @@ def _diverged_text(c: Cell) -> str:
     at = [s.diverged_at_update for s in div if s.diverged_at_update is not None]
     best = [s.best_before_divergence for s in div if s.best_before_divergence is not None]
     where = f"{min(at):,}" if at else NA
-    return f"diverged at upd. {where}, best {f'{min(best):.3f}' if best else NA}"
+    # a finite blow-up (e.g. 2.9e16 before the first inf) prints in 3 significant digits, not 17
+    best_text = (f"{min(best):.3f}" if abs(min(best)) < 1e4 else f"{min(best):.3g}") if best else NA
+    return f"diverged at upd. {where}, best {best_text}"
 
 
 def cell_text(c: Cell, metric: str = "final") -> str:

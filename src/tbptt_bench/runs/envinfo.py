@@ -22,6 +22,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from ..errors import BenchError
+
 __all__ = [
     "DEVICES",
     "DeviceError",
@@ -38,7 +40,7 @@ __all__ = [
 DEVICES: tuple[str, ...] = ("cpu", "cuda", "mps")
 
 
-class DeviceError(ValueError):
+class DeviceError(BenchError):
     """A device was asked for that is unknown or absent on this machine."""
 
 

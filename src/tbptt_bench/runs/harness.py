@@ -9,10 +9,29 @@ a temp folder swapped into place, so a folder never looks complete while it mixe
 >>> cfg = RunConfig(task="echo", task_params={}, cell="tanh", hidden_size=4, optimizer="adagrad",
 ...                 lr=0.1, clip=None, style="tf_style(5)", seed=0, sweep="smoke",
 ...                 budget=Budget(epochs=1, batch=4, row_len=40, val_batch=4, val_len=40,
-...                               eval_every_updates=4, warmup_updates=1))
+...                               eval_points=10, warmup_updates=1))
 >>> rec = run_record(cfg, "cpu")                               # doctest: +SKIP
->>> rec.summary["status"], rec.summary["updates"]              # doctest: +SKIP
-('ok', 8)
+>>> rec.summary["status"], rec.summary["updates"], rec.summary["backprop_steps"]  # doctest: +SKIP
+('ok', 8, 160)
+
+The protocol (docs/semantics.md, "Fair comparison"):
+
+- **What trains.** ``plan_run`` turns the budget mode into segments, each a stretch of stream
+  trained from a fresh state: data = ``epochs`` streams of ``row_len`` steps; updates = one stream
+  of U * k1 steps, or U fresh rows for a style whose k1 is the whole row; episodic = the
+  ``epochs`` streams cut into ``episode_len`` sequences. ``config.json``'s ``protocol`` says which.
+- **When it is measured.** One validation schedule per task: ``eval_points`` points
+  round(linspace(0, total, eval_points)) on the run's budget axis (timesteps per row for data and
+  episodic, updates for updates), identical for every style and including 0. The parameters
+  evaluated at point tau are those after the last update at or before tau: right after each
+  update the engine's callback evaluates every point up to the next update. Validation uses a
+  held-out stream, state carried along it (reset per episode in episodic mode), no gradient.
+- **What is reported.** ``final_val_loss`` = mean of the last 3 scheduled evaluations (the
+  primary metric); ``min_val_loss`` (secondary); ``test_loss`` on a separate test stream (seed
+  + ``TEST_SEED_OFFSET``) evaluated once at the end; for a diverged run
+  ``best_val_before_divergence``. Counts: ``updates``, ``timesteps`` (steps per row),
+  ``forward_steps`` and ``backprop_steps`` (summed over rows, from the engine's update records);
+  curve rows carry the cumulative ``backprop_steps``.
 
 Timing (seconds): the device is synchronized before every clock read; ``train_wall_s`` counts
 only time inside ``engine.train_stream`` minus evaluation (``eval_wall_s``); the rates skip the
@@ -34,21 +53,27 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..styles import parse_style
+from ..errors import BenchError
+from ..styles import Style, parse_style
 from . import envinfo, store
-from .spec import OPTIMIZERS, RunConfig
+from .spec import OPTIMIZERS, Budget, RunConfig, style_slug
 
 __all__ = [
+    "TEST_SEED_OFFSET",
     "HarnessError",
+    "RunPlan",
     "RunRecord",
+    "Segment",
     "base_config",
     "check_config",
+    "eval_schedule",
     "execute_run",
     "failed_record",
+    "plan_run",
     "run_dir_for",
     "run_record",
     "write_record",
@@ -56,8 +81,12 @@ __all__ = [
 
 Progress = Callable[[int, int], None]  # (updates done, updates planned)
 
+#: The test stream is the task's held-out stream of seed + this offset: drawn like validation,
+#: never seen by training or by model selection (no sweep seed comes near it).
+TEST_SEED_OFFSET = 1_000_000
 
-class HarnessError(ValueError):
+
+class HarnessError(BenchError):
     """A run config that cannot be built (unknown task or cell, or a cell the task does not allow)."""
 
 
@@ -77,6 +106,91 @@ class _Diverged(Exception):
         self.update = update
 
 
+# -- the plan: what trains, and when it is evaluated ------------------------------------------
+@dataclass(frozen=True)
+class Segment:
+    """A stretch of training stream trained from a fresh (zero) state.
+
+    Steps ``[start, start + length)`` of the training stream of ``epoch``
+    (``task.make_train(seed, epoch, batch, stream_len)``); ``offset`` = run timesteps before it.
+    """
+
+    epoch: int
+    start: int
+    length: int
+    stream_len: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Segments, the budget-axis position of every update, and the evaluation schedule."""
+
+    mode: str
+    axis: str  #: "timesteps" or "updates": the axis the schedule's points live on
+    segments: tuple[Segment, ...]
+    update_positions: tuple[int, ...]  #: position of update i+1 on ``axis``
+    schedule: tuple[int, ...]  #: evaluation points on ``axis``, increasing, starting at 0
+
+    @property
+    def timesteps(self) -> int:
+        return sum(s.length for s in self.segments)
+
+    def describe(self) -> dict[str, Any]:
+        """What ``config.json`` records, so a table can say how each style was trained."""
+        # Where the hidden state starts from zero: at each epoch's stream (data; updates with a
+        # fixed k1, whose one stream is U * k1 long), at each of U rows (updates with k1 = the
+        # whole row: full BPTT), at each episode (episodic).
+        if self.mode == "episodic":
+            resets = "per episode"
+        elif self.mode == "updates" and len(self.segments) > 1:
+            resets = "per row"
+        else:
+            resets = "per stream"
+        return {
+            "mode": self.mode,
+            "eval_axis": self.axis,
+            "eval_schedule": list(self.schedule),
+            "segments": len(self.segments),
+            "segment_len": sorted({s.length for s in self.segments}),
+            "state_reset": resets,
+            "planned_updates": len(self.update_positions),
+            "planned_timesteps": self.timesteps,
+        }
+
+
+def eval_schedule(total: int, points: int) -> tuple[int, ...]:
+    """round(linspace(0, total, points)) as distinct integers (timesteps or updates).
+
+    >>> eval_schedule(60, 10)
+    (0, 7, 13, 20, 27, 33, 40, 47, 53, 60)
+    """
+    return tuple(sorted({round(total * i / (points - 1)) for i in range(points)}))
+
+
+def plan_run(budget: Budget, style: Style) -> RunPlan:
+    """The segments and evaluation schedule of a run (module doc, "What trains")."""
+    b = budget
+    if b.mode == "data":
+        segs = [Segment(e, 0, b.row_len, b.row_len, e * b.row_len) for e in range(b.epochs)]
+    elif b.mode == "episodic":
+        n, per = b.episode_len, b.row_len // b.episode_len
+        segs = [
+            Segment(e, j * n, n, b.row_len, e * b.row_len + j * n)
+            for e in range(b.epochs)
+            for j in range(per)
+        ]
+    elif style.k1 is not None:  # updates: one stream exactly long enough for U updates of k1 steps
+        segs = [Segment(0, 0, b.updates * style.k1, b.updates * style.k1, 0)]
+    else:  # updates, k1 = the whole row (full BPTT): U fresh rows, one update each, state reset per row
+        segs = [Segment(i, 0, b.row_len, b.row_len, i * b.row_len) for i in range(b.updates)]
+    times = [s.offset + t for s in segs for t in style.update_times(s.length)]
+    axis = "updates" if b.mode == "updates" else "timesteps"
+    positions = tuple(range(1, len(times) + 1)) if axis == "updates" else tuple(times)
+    total = len(times) if axis == "updates" else sum(s.length for s in segs)
+    return RunPlan(b.mode, axis, tuple(segs), positions, eval_schedule(total, b.eval_points))
+
+
 def check_config(config: RunConfig) -> Any:
     """Build the task (cheap, no streams) and check the cell; return the task. ``HarnessError`` if bad."""
     from ..models import MODELS
@@ -84,7 +198,7 @@ def check_config(config: RunConfig) -> Any:
 
     try:
         task = make_task(config.task, **dict(config.task_params))
-    except ValueError as e:
+    except BenchError as e:
         raise HarnessError(str(e)) from None
     if config.cell not in MODELS:
         raise HarnessError(f"cell {config.cell!r} is not allowed: known cells are {', '.join(MODELS)}")
@@ -118,45 +232,19 @@ def _rss_bytes() -> int:
     return int(rss if sys.platform == "darwin" else rss * 1024)  # macOS reports bytes, Linux KiB
 
 
-def _saved_bytes_probe(model, stream, style, config: RunConfig, loss: str) -> int | None:
-    """Peak bytes saved for backward, from an untimed pass on a copy of the model.
-
-    The peak is reached once a whole window is live, so a fixed (k1, k2) needs only a prefix of
-    2 (k1 + k2) steps; styles over the whole sequence need the whole row.
-    """
-    import torch
-
-    from ..engine.train import train_stream
-
-    k1, k2 = style.k1, style.k2
-    steps = config.budget.row_len if k1 is None or k2 is None else min(config.budget.row_len, 2 * (k1 + k2))
-    probe = copy.deepcopy(model)
-    opt = torch.optim.SGD(probe.parameters(), lr=0.0)
-    gen = torch.Generator().manual_seed(config.seed)
-    res = train_stream(
-        probe,
-        stream.x[:steps],
-        stream.y[:steps],
-        style,
-        opt,
-        loss=loss,
-        clip=config.clip,
-        generator=gen,
-        measure_memory=True,
-    )
-    return res.saved_bytes_peak
-
-
 def base_config(config: RunConfig, device: str) -> dict[str, Any]:
-    """``config.json`` as far as it is known without building the task (references come later)."""
+    """``config.json`` as far as it is known without building the task (references and the
+    ``protocol`` come when the run is built)."""
     try:
-        from ..tasks import TASKS
+        from ..tasks import task_class
 
-        loss = getattr(TASKS.get(config.task), "loss", None)
-    except ImportError:
+        loss = getattr(task_class(config.task), "loss", None)
+    except (ImportError, BenchError):
         loss = None
     return {
-        "task": config.task,
+        # Folder-safe: the report names folders by it ("pkg.mod:Class" -> "pkg.mod-class").
+        "task": style_slug(config.task),
+        "task_source": config.task,  # the name the spec gave, importable if it has a ':'
         "task_params": config.to_dict()["task_params"],
         "loss": loss,
         "references": {"optimal": None},
@@ -166,32 +254,262 @@ def base_config(config: RunConfig, device: str) -> dict[str, Any]:
         "optimizer": {"name": config.optimizer, "lr": config.lr},
         "clip": config.clip,
         "budget": config.budget.to_dict(),
+        "protocol": None,
         "seed": config.seed,
         "sweep": config.sweep,
         "device": device,
+        "config_hash": config.config_hash,
     }
 
 
 def failed_record(config: RunConfig, device: str, error: str) -> RunRecord:
     """The record of a run whose worker died before reporting (written by the sweep driver)."""
-    summary = {k: None for k in store.SUMMARY_KEYS}
+    summary = {k: None for k in (*store.SUMMARY_KEYS, *store.SUMMARY_OPTIONAL_KEYS)}
     summary.update(
         status="failed",
         error=error,
+        failure_kind="infrastructure",  # the worker died: the run itself may well be fine
         train_wall_s=0.0,
         eval_wall_s=0.0,
         warmup_updates=0,
         updates=0,
         timesteps=0,
+        forward_steps=0,
+        backprop_steps=0,
         peak_mem_source="cuda_max_allocated" if device == "cuda" else "ru_maxrss",
         clip_rate=0.0,
         engine_path="none",
+        config_hash=config.config_hash,
     )
     return RunRecord(
         config=base_config(config, device), env=envinfo.collect(device), curve=[], summary=summary
     )
 
 
+# -- 1. building a run ------------------------------------------------------------------------
+@dataclass
+class _Run:
+    """Everything built once per run from its config and seed (the loop state lives in ``_Loop``)."""
+
+    config: RunConfig
+    device: str
+    task: Any
+    style: Style
+    plan: RunPlan
+    model: Any
+    optimizer: Any
+    xi_gen: Any  #: random truncation's draws, from their own seed so they never shift the model's
+    val: tuple[Any, Any]  #: validation (x, y) on the device, episodes as rows in episodic mode
+    test: tuple[Any, Any]  #: the test stream, same shape as ``val``
+    _cache: tuple[int, Any] | None = None  #: (epoch, (x, y)): episodes of one epoch share a stream
+
+    def segment_stream(self, seg: Segment) -> tuple[Any, Any]:
+        """(x, y) of one segment on the device."""
+        if self._cache is None or self._cache[0] != seg.epoch:
+            s = self.task.make_train(self.config.seed, seg.epoch, self.config.budget.batch, seg.stream_len)
+            self._cache = (seg.epoch, (s.x.to(self.device), s.y.to(self.device)))
+        x, y = self._cache[1]
+        return x[seg.start : seg.start + seg.length], y[seg.start : seg.start + seg.length]
+
+
+def _episodes(stream: Any, budget: Budget, device: str) -> tuple[Any, Any]:
+    """A held-out stream as the model is trained on it: episodic mode resets the state every
+    ``episode_len`` steps, so the stream's episodes become rows ((T/L)*B rows of L steps)."""
+    x, y = stream.x.to(device), stream.y.to(device)
+    if budget.mode != "episodic":
+        return x, y
+    n = budget.episode_len
+
+    def cut(t):
+        return t.reshape(t.shape[0] // n, n, *t.shape[1:]).transpose(0, 1).reshape(n, -1, *t.shape[2:])
+
+    return cut(x), cut(y)
+
+
+def _build(config: RunConfig, device: str, cfg_out: dict[str, Any]) -> _Run:
+    """Seed everything from the config's seed; build task, plan, held-out streams, model, optimizer."""
+    import torch
+
+    from ..models import make_model
+
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+    task = check_config(config)
+    b, style = config.budget, parse_style(config.style)
+    plan = plan_run(b, style)
+    val = task.make_validation(config.seed, b.val_batch, b.val_len)
+    test = task.make_validation(config.seed + TEST_SEED_OFFSET, b.val_batch, b.val_len)
+    cfg_out["loss"] = task.loss
+    cfg_out["references"] = {k: float(v) for k, v in task.references(val).items()}
+    cfg_out["reference_notes"] = dict(getattr(task, "reference_notes", {}))
+    cfg_out["protocol"] = plan.describe()
+    model = make_model(
+        config.cell,
+        task.input_size,
+        config.hidden_size,
+        task.output_size,
+        generator=torch.Generator().manual_seed(config.seed),
+        **task.model_kwargs(),
+    ).to(device)
+    opt_cls = getattr(torch.optim, OPTIMIZERS[config.optimizer])
+    # On CUDA, Adam(W) keeps its step count on the device (same arithmetic), so the engine may
+    # replay whole updates as CUDA graphs (graphed_elman).
+    capturable = device == "cuda" and opt_cls in (torch.optim.Adam, torch.optim.AdamW)
+    optimizer = opt_cls(model.parameters(), lr=config.lr, **({"capturable": True} if capturable else {}))
+    return _Run(
+        config=config,
+        device=device,
+        task=task,
+        style=style,
+        plan=plan,
+        model=model,
+        optimizer=optimizer,
+        xi_gen=torch.Generator().manual_seed(config.seed + 1_000_003),
+        val=_episodes(val, b, device),
+        test=_episodes(test, b, device),
+    )
+
+
+def _saved_bytes_probe(run: _Run) -> int | None:
+    """Peak bytes saved for backward, from an untimed pass on a copy of the model.
+
+    The peak is reached once a whole window is live, so a fixed (k1, k2) needs only a prefix of
+    2 (k1 + k2) steps of the first segment; styles over the whole segment need all of it.
+    """
+    import torch
+
+    from ..engine.train import train_stream
+
+    seg = run.plan.segments[0]
+    x, y = run.segment_stream(seg)
+    k1, k2 = run.style.k1, run.style.k2
+    steps = seg.length if k1 is None or k2 is None else min(seg.length, 2 * (k1 + k2))
+    probe = copy.deepcopy(run.model)
+    res = train_stream(
+        probe,
+        x[:steps],
+        y[:steps],
+        run.style,
+        torch.optim.SGD(probe.parameters(), lr=0.0),
+        loss=run.task.loss,
+        clip=run.config.clip,
+        generator=torch.Generator().manual_seed(run.config.seed),
+        measure_memory=True,
+    )
+    return res.saved_bytes_peak
+
+
+# -- 2. the training loop ---------------------------------------------------------------------
+@dataclass
+class _Loop:
+    """The loop's state. Counts are run totals so far; ``timesteps`` are steps per row, the
+    engine's ``forward_steps``/``backprop_steps`` are summed over the rows."""
+
+    updates: int = 0
+    timesteps: int = 0
+    forward_steps: int = 0
+    backprop_steps: int = 0
+    clipped: int = 0
+    train_s: float = 0.0  #: pure training time (evaluation and bookkeeping excluded)
+    eval_s: float = 0.0
+    stretch_start: float = 0.0  #: clock at the start of the current stretch of pure training
+    warm: tuple[float, int] | None = None  #: (train_s, timesteps) when the warm-up updates ended
+    next_point: int = 0  #: index of the next schedule point to evaluate
+    val: list[float] = field(default_factory=list)  #: validation loss at each schedule point so far
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    saved: int | None = None
+    path: str | None = None
+
+
+def _row(loop: _Loop, split: str, timesteps: int, loss: float) -> dict[str, Any]:
+    return {
+        "split": split,
+        "update": loop.updates,
+        "timesteps": timesteps,
+        "backprop_steps": loop.backprop_steps,
+        "train_wall_s": loop.train_s,
+        "loss": loss,
+    }
+
+
+def _timed_eval(run: _Run, loop: _Loop, data: tuple[Any, Any]) -> float:
+    """Mean loss over a held-out stream (state carried, no gradient), timed apart from training."""
+    from ..engine.train import evaluate_stream
+
+    t0 = _clock(run.device)
+    loss, _ = evaluate_stream(run.model, data[0], data[1], run.task.loss)
+    loop.eval_s += _clock(run.device) - t0
+    return loss
+
+
+def _evaluate_until(run: _Run, loop: _Loop, limit: float) -> None:
+    """Evaluate every schedule point before ``limit`` (the next update's position).
+
+    Called before training and right after each update: the current parameters are then the
+    ones after the last update at or before each such point, so one evaluation serves them all.
+    """
+    plan = run.plan
+    if loop.next_point >= len(plan.schedule) or plan.schedule[loop.next_point] >= limit:
+        return
+    loss = _timed_eval(run, loop, run.val)
+    while loop.next_point < len(plan.schedule) and plan.schedule[loop.next_point] < limit:
+        point = plan.schedule[loop.next_point]
+        loop.val.append(loss)
+        loop.curve.append(_row(loop, "val", point if plan.axis == "timesteps" else loop.timesteps, loss))
+        loop.next_point += 1
+    if not math.isfinite(loss):
+        raise _Diverged(loop.updates)
+
+
+def _on_update(run: _Run, loop: _Loop, seg: Segment, rec: Any, progress: Progress | None) -> None:
+    """The engine's callback after every update (raising stops the run)."""
+    loop.train_s += _clock(run.device) - loop.stretch_start  # stop the training clock first
+    loop.updates += 1
+    loop.timesteps = seg.offset + rec.t
+    loop.forward_steps += rec.forward_steps
+    loop.backprop_steps += rec.backprop_steps
+    loop.clipped += bool(rec.clipped)
+    loop.curve.append(_row(loop, "train", loop.timesteps, rec.loss))
+    positions = run.plan.update_positions
+    here = loop.timesteps if run.plan.axis == "timesteps" else loop.updates
+    if loop.updates > len(positions) or positions[loop.updates - 1] != here:  # the plan is the truth
+        raise RuntimeError(f"update {loop.updates} at {here} is not in the run's plan")
+    if not math.isfinite(rec.loss):
+        raise _Diverged(loop.updates)
+    if loop.updates == run.config.budget.warmup_updates:
+        loop.warm = (loop.train_s, loop.timesteps)
+    # These parameters hold until the next update: evaluate the schedule points before it.
+    _evaluate_until(run, loop, positions[loop.updates] if loop.updates < len(positions) else math.inf)
+    if progress is not None:
+        progress(loop.updates, len(positions))
+    loop.stretch_start = _clock(run.device)
+
+
+def _train(run: _Run, loop: _Loop, progress: Progress | None) -> None:
+    """Train segment by segment, each from a fresh state, evaluating on the schedule."""
+    from ..engine.train import train_stream
+
+    _evaluate_until(run, loop, run.plan.update_positions[0])  # the untrained model, at point 0
+    for seg in run.plan.segments:
+        x, y = run.segment_stream(seg)
+        loop.stretch_start = _clock(run.device)
+        result = train_stream(
+            run.model,
+            x,
+            y,
+            run.style,
+            run.optimizer,
+            loss=run.task.loss,
+            clip=run.config.clip,
+            generator=run.xi_gen,
+            h0=None,  # a segment starts from a fresh state (module doc, "What trains")
+            callback=lambda rec, seg=seg: _on_update(run, loop, seg, rec, progress),
+        )
+        loop.train_s += _clock(run.device) - loop.stretch_start
+        loop.path = result.path
+
+
+# -- 3. one run, start to end -----------------------------------------------------------------
 def run_record(config: RunConfig, device: str, progress: Progress | None = None) -> RunRecord:
     """Train one run on ``device`` ("cpu"|"cuda"|"mps") and return its records (nothing written).
 
@@ -199,176 +517,75 @@ def run_record(config: RunConfig, device: str, progress: Progress | None = None)
     """
     import torch
 
-    from ..engine.train import evaluate_stream, train_stream
-    from ..models import make_model
-
     env = envinfo.collect(device)
-    b = config.budget
-    style = parse_style(config.style)
-    curve: list[dict[str, Any]] = []
     cfg_out = base_config(config, device)
-    st = {
-        "updates": 0,
-        "timesteps": 0,
-        "train_s": 0.0,
-        "eval_s": 0.0,
-        "clipped": 0,
-        "warm": None,
-        "val": [],
-        "saved": None,
-        "path": None,
-    }
-    status, error, diverged_at = "ok", None, None
+    loop = _Loop()
+    status, error, kind, diverged_at, test_loss = "ok", None, None, None, None
     try:
-        # 1. Seed everything from the config's seed; build the task, streams and model on CPU.
-        torch.manual_seed(config.seed)
-        random.seed(config.seed)
-        task = check_config(config)
-        cfg_out["loss"] = task.loss
-        val = task.make_validation(config.seed, b.val_batch, b.val_len)
-        cfg_out["references"] = {k: float(v) for k, v in task.references(val).items()}
-        cfg_out["reference_notes"] = dict(getattr(task, "reference_notes", {}))
-        vx, vy = val.x.to(device), val.y.to(device)
-        model = make_model(
-            config.cell,
-            task.input_size,
-            config.hidden_size,
-            task.output_size,
-            generator=torch.Generator().manual_seed(config.seed),
-            **task.model_kwargs(),
-        ).to(device)
-        opt_cls = getattr(torch.optim, OPTIMIZERS[config.optimizer])
-        # On CUDA, Adam(W) keeps its step count on the device (same arithmetic), so the engine
-        # may replay whole updates as CUDA graphs (graphed_elman).
-        capturable = (
-            {"capturable": True}
-            if device == "cuda" and opt_cls in (torch.optim.Adam, torch.optim.AdamW)
-            else {}
-        )
-        optimizer = opt_cls(model.parameters(), lr=config.lr, **capturable)
-        xi_gen = torch.Generator().manual_seed(config.seed + 1_000_003)  # random truncation's draws
-        per_epoch = len(style.update_times(b.row_len))
-        planned = b.epochs * per_epoch
-
-        first = task.make_train(config.seed, 0, b.batch, b.row_len)
-        st["saved"] = _saved_bytes_probe(model, _to(first, device), style, config, task.loss)
+        run = _build(config, device, cfg_out)  # 1. everything from the config and its seed
+        loop.saved = _saved_bytes_probe(run)  # an untimed pass on a copy: hooks slow the timed one
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
-
-        def evaluate() -> None:
-            t0 = _clock(device)
-            loss, _ = evaluate_stream(model, vx, vy, task.loss)
-            st["eval_s"] += _clock(device) - t0
-            st["val"].append(loss)
-            curve.append(
-                {
-                    "split": "val",
-                    "update": st["updates"],
-                    "timesteps": st["timesteps"],
-                    "train_wall_s": st["train_s"],
-                    "loss": loss,
-                }
-            )
-            if not math.isfinite(loss):
-                raise _Diverged(st["updates"])
-
-        # 2. Train epoch by epoch on fresh streams, state reset each epoch (h0=None).
-        for epoch in range(b.epochs):
-            stream = _to(
-                first if epoch == 0 else task.make_train(config.seed, epoch, b.batch, b.row_len), device
-            )
-            offset = epoch * b.row_len
-            seg = [_clock(device)]  # start of the current stretch of pure training time
-
-            def on_update(rec, offset=offset, seg=seg) -> None:
-                now = _clock(device)
-                st["train_s"] += now - seg[0]
-                st["updates"] += 1
-                st["timesteps"] = offset + rec.t
-                st["clipped"] += bool(rec.clipped)
-                curve.append(
-                    {
-                        "split": "train",
-                        "update": st["updates"],
-                        "timesteps": st["timesteps"],
-                        "train_wall_s": st["train_s"],
-                        "loss": rec.loss,
-                    }
-                )
-                if not math.isfinite(rec.loss):
-                    raise _Diverged(st["updates"])
-                if st["updates"] == b.warmup_updates:
-                    st["warm"] = (st["train_s"], st["timesteps"])
-                if st["updates"] % b.eval_every_updates == 0:
-                    evaluate()  # 3. evaluation time is kept out of train_wall_s
-                if progress is not None:
-                    progress(st["updates"], planned)
-                seg[0] = _clock(device)
-
-            result = train_stream(
-                model,
-                stream.x,
-                stream.y,
-                style,
-                optimizer,
-                loss=task.loss,
-                clip=config.clip,
-                generator=xi_gen,
-                h0=None,
-                callback=on_update,
-            )
-            st["train_s"] += _clock(device) - seg[0]
-            st["path"] = result.path
-        # 4. A last evaluation at the end, unless the last update was just evaluated.
-        if not curve or curve[-1]["split"] != "val":
-            evaluate()
+        _train(run, loop, progress)  # 2. train, validating on the schedule
+        test_loss = _timed_eval(run, loop, run.test)  # 3. the test stream, once, at the very end
     except _Diverged as d:
         status, diverged_at = "diverged", d.update
     except Exception as e:
-        status, error = "failed", f"{type(e).__name__}: {e}".splitlines()[0]
+        status, error, kind = "failed", f"{type(e).__name__}: {e}".splitlines()[0], _failure_kind(e)
         if device == "cuda":
             torch.cuda.empty_cache()
+    summary = _summary(loop, config, device, status, error, diverged_at)
+    summary.update(test_loss=test_loss, failure_kind=kind)
+    return RunRecord(config=cfg_out, env=env, curve=loop.curve, summary=summary)
 
-    summary = _summary(st, config, device, status, error, diverged_at)
-    return RunRecord(config=cfg_out, env=env, curve=curve, summary=summary)
 
-
-def _to(stream: Any, device: str) -> Any:
-    return type(stream)(x=stream.x.to(device), y=stream.y.to(device)) if device != "cpu" else stream
+def _failure_kind(e: BaseException) -> str:
+    """ "infrastructure" for what a rerun elsewhere may not repeat (memory, the file system, the
+    device), "deterministic" for bad input and bugs (a rerun fails the same way)."""
+    text = str(e).lower()
+    if isinstance(e, (MemoryError, OSError)) or "out of memory" in text or "cuda error" in text:
+        return "infrastructure"
+    return "deterministic"
 
 
 def _summary(
-    st: dict, config: RunConfig, device: str, status: str, error: str | None, diverged_at: int | None
+    loop: _Loop, config: RunConfig, device: str, status: str, error: str | None, diverged_at: int | None
 ) -> dict[str, Any]:
     import torch
 
-    finite = [v for v in st["val"] if math.isfinite(v)]
-    updates, train_s = st["updates"], st["train_s"]
-    warm_n, (warm_s, warm_ts) = (
-        (config.budget.warmup_updates, st["warm"])
-        if st["warm"] is not None and updates > config.budget.warmup_updates
-        else (0, (0.0, 0))
-    )
+    finite = [v for v in loop.val if math.isfinite(v)]
+    last = loop.val[-3:]  # the primary metric: the mean of the last 3 scheduled evaluations
+    final = sum(last) / len(last) if status == "ok" and last and all(map(math.isfinite, last)) else None
+    updates, train_s = loop.updates, loop.train_s
+    warmed = loop.warm is not None and updates > config.budget.warmup_updates
+    warm_n, (warm_s, warm_ts) = (config.budget.warmup_updates, loop.warm) if warmed else (0, (0.0, 0))
     span = train_s - warm_s
+    rated = span > 0 and updates > warm_n
     on_cuda = device == "cuda" and torch.cuda.is_available()
     return {
         "status": status,
         "error": error,
+        "final_val_loss": final,
         "min_val_loss": min(finite) if finite else None,
-        "final_val_loss": st["val"][-1] if st["val"] and math.isfinite(st["val"][-1]) else None,
+        "best_val_before_divergence": (min(finite) if finite else None) if status == "diverged" else None,
+        "test_loss": None,
         "train_wall_s": train_s,
-        "eval_wall_s": st["eval_s"],
+        "eval_wall_s": loop.eval_s,
         "warmup_updates": warm_n,
         "updates": updates,
-        "timesteps": st["timesteps"],
-        "updates_per_s": (updates - warm_n) / span if span > 0 and updates > warm_n else None,
-        "timesteps_per_s": (st["timesteps"] - warm_ts) / span if span > 0 and updates > warm_n else None,
+        "timesteps": loop.timesteps,
+        "forward_steps": loop.forward_steps,
+        "backprop_steps": loop.backprop_steps,
+        "updates_per_s": (updates - warm_n) / span if rated else None,
+        "timesteps_per_s": (loop.timesteps - warm_ts) / span if rated else None,
         "peak_mem_bytes": int(torch.cuda.max_memory_allocated()) if on_cuda else _rss_bytes(),
         "peak_mem_source": "cuda_max_allocated" if on_cuda else "ru_maxrss",
-        "saved_for_backward_peak_bytes": st["saved"],
-        "clip_rate": st["clipped"] / updates if updates else 0.0,
+        "saved_for_backward_peak_bytes": loop.saved,
+        "clip_rate": loop.clipped / updates if updates else 0.0,
         "diverged_at_update": diverged_at,
-        "engine_path": st["path"] or "none",
+        "failure_kind": None,
+        "engine_path": loop.path or "none",
+        "config_hash": config.config_hash,
     }
 
 

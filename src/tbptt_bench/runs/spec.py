@@ -20,7 +20,7 @@ real comparison). ``resolve`` expands one preset into one ``RunConfig`` per
 ... row_len = 50
 ... val_batch = 8
 ... val_len = 50
-... eval_every_updates = 5
+... eval_points = 10
 ... warmup_updates = 1
 ... [sweep]
 ... styles = ["tf_style(5)", "full()"]
@@ -31,8 +31,21 @@ real comparison). ``resolve`` expands one preset into one ``RunConfig`` per
 >>> resolve(spec, "full")[0].run_id  # doctest: +ELLIPSIS
 'echo-tf_style-5-tanh4-lr0.1-s0-...'
 
-Units: ``row_len`` and ``val_len`` are steps per row, ``batch`` and ``val_batch`` rows,
-``eval_every_updates`` and ``warmup_updates`` parameter updates, ``epochs`` fresh training streams.
+Units: ``row_len``, ``val_len`` and ``episode_len`` are steps per row, ``batch`` and ``val_batch``
+rows, ``updates`` and ``warmup_updates`` parameter updates, ``epochs`` fresh training streams,
+``eval_points`` validation evaluations on one schedule shared by every style of the task.
+
+Budget modes (``budget.mode``; docs/semantics.md, "Fair comparison"):
+
+- ``"data"`` (default): every style sees the same data, ``epochs`` streams of ``batch`` rows of
+  ``row_len`` steps, state carried along a row and reset per stream.
+- ``"updates"``: every style makes the same number of updates ``updates`` = U. A style with a
+  fixed k1 trains on one stream of ``batch`` rows of U * k1 steps; a style whose k1 is the whole
+  sequence (full BPTT, random truncation on it) trains on U fresh streams of ``row_len`` steps,
+  one update each, state reset per row.
+- ``"episodic"``: the ``epochs`` streams are cut into sequences of ``episode_len`` steps with
+  the state reset between them; full BPTT makes one update per sequence, other styles update
+  inside each sequence. Validation and test use the same episodes.
 
 Adding a key: add it to the matching ``_Field`` table below and to the dataclass; unknown keys
 are errors, so a typo never passes silently.
@@ -50,6 +63,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ..errors import BenchError, check_int
 from ..styles import StyleError, parse_style
 
 if sys.version_info >= (3, 11):
@@ -58,6 +72,8 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 __all__ = [
+    "BUDGET_MODES",
+    "MIN_EVAL_POINTS",
     "OPTIMIZERS",
     "SWEEP_PRESETS",
     "Budget",
@@ -75,11 +91,18 @@ __all__ = [
 #: Optimizer names a spec may use -> the ``torch.optim`` class the harness builds.
 OPTIMIZERS: dict[str, str] = {"sgd": "SGD", "adam": "Adam", "adagrad": "Adagrad", "rmsprop": "RMSprop"}
 
-#: Sweep presets, smallest first.
-SWEEP_PRESETS: tuple[str, ...] = ("smoke", "quick", "full")
+#: Sweep presets, smallest first; the two ``full-*`` presets are the full sizes on the other budget
+#: axes (equal updates, episodic sequences), so a table can compare styles on each axis.
+SWEEP_PRESETS: tuple[str, ...] = ("smoke", "quick", "full", "full-updates", "full-episodic")
+
+#: ``budget.mode`` values (module doc).
+BUDGET_MODES: tuple[str, ...] = ("data", "updates", "episodic")
+
+#: The fewest validation evaluations a run may schedule (a final loss averages the last 3).
+MIN_EVAL_POINTS = 10
 
 
-class SpecError(ValueError):
+class SpecError(BenchError):
     """A spec file is unreadable, has an unknown or missing key, or a value of the wrong type."""
 
 
@@ -88,15 +111,24 @@ class _Bad(Exception):
     pass
 
 
-def _pos_int(v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise _Bad("a positive integer")
-    return v
+def _int_at_least(lo: int, what: str) -> Callable[[Any], int]:
+    def check(v: Any) -> int:
+        try:
+            return check_int("value", v, lo)
+        except BenchError:
+            raise _Bad(what) from None
+
+    return check
 
 
-def _nonneg_int(v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise _Bad("an integer >= 0")
+_pos_int = _int_at_least(1, "a positive integer")
+_nonneg_int = _int_at_least(0, "an integer >= 0")
+_eval_points = _int_at_least(MIN_EVAL_POINTS, f"an integer >= {MIN_EVAL_POINTS}")
+
+
+def _mode(v: Any) -> str:
+    if v not in BUDGET_MODES:
+        raise _Bad(f"one of {', '.join(BUDGET_MODES)}")
     return v
 
 
@@ -158,9 +190,14 @@ _BUDGET_KEYS: dict[str, Callable[[Any], Any]] = {
     "row_len": _pos_int,
     "val_batch": _pos_int,
     "val_len": _pos_int,
-    "eval_every_updates": _pos_int,
+    "eval_points": _eval_points,
     "warmup_updates": _nonneg_int,
+    "mode": _mode,
+    "updates": _pos_int,
+    "episode_len": _pos_int,
 }
+#: Budget keys a spec may leave out (the mode-specific ones; ``Budget`` says what each defaults to).
+_BUDGET_OPTIONAL = ("mode", "updates", "episode_len")
 _HIDDEN = _list_of(_pos_int, "positive integers")
 _LRS = _list_of(_pos_float, "positive numbers")
 _SEEDS = _list_of(_nonneg_int, "integers >= 0")
@@ -177,7 +214,7 @@ _SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
     "task": {"name": (_str, True), "params": (_table, False)},
     "model": {"cell": (_str, True), "hidden_sizes": (_HIDDEN, True)},
     "optimizer": {"name": (_optimizer, True), "lrs": (_LRS, True), "clip": (_pos_float, False)},
-    "budget": {k: (c, True) for k, c in _BUDGET_KEYS.items()},
+    "budget": {k: (c, k not in _BUDGET_OPTIONAL) for k, c in _BUDGET_KEYS.items()},
     "sweep": {"styles": (_STYLES, True), "seeds": (_SEEDS, True)},
 }
 
@@ -185,17 +222,53 @@ _SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
 # -- dataclasses -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Budget:
-    """How long one run trains and how it is measured (steps, rows, updates; see module doc)."""
+    """How long one run trains and how it is measured (steps, rows, updates; see module doc).
+
+    ``updates`` is used (and required) only by mode "updates", ``episode_len`` only by mode
+    "episodic" (it must divide ``row_len`` and ``val_len``, so every episode is whole).
+    """
 
     epochs: int
     batch: int
     row_len: int
     val_batch: int
     val_len: int
-    eval_every_updates: int
+    eval_points: int
     warmup_updates: int
+    mode: str = "data"
+    updates: int | None = None
+    episode_len: int | None = None
 
-    def to_dict(self) -> dict[str, int]:
+    def __post_init__(self) -> None:
+        if self.mode not in BUDGET_MODES:
+            raise SpecError(f"budget.mode={self.mode!r} is not allowed: use one of {', '.join(BUDGET_MODES)}")
+        check_int("budget.eval_points", self.eval_points, MIN_EVAL_POINTS, error=SpecError)
+        if self.mode == "updates":
+            check_int("budget.updates", self.updates, 1, error=SpecError)
+        # Enough room on the schedule's axis for eval_points distinct points (at least 10).
+        span, what = (
+            (self.updates, "updates")
+            if self.mode == "updates"
+            else (
+                self.epochs * self.row_len,
+                "epochs * row_len",
+            )
+        )
+        if span < self.eval_points - 1:
+            raise SpecError(
+                f"budget.eval_points={self.eval_points} is not allowed with {what}={span}: "
+                f"the schedule needs {what} >= eval_points - 1 for distinct points"
+            )
+        if self.mode == "episodic":
+            n = check_int("budget.episode_len", self.episode_len, 1, error=SpecError)
+            for key in ("row_len", "val_len"):
+                if getattr(self, key) % n:
+                    raise SpecError(
+                        f"budget.episode_len={n} is not allowed with budget.{key}={getattr(self, key)}: "
+                        "it must divide it (whole episodes only)"
+                    )
+
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -257,7 +330,11 @@ class RunConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> RunConfig:
         d = dict(d)
         d["task_params"] = _freeze(dict(d["task_params"]))
-        d["budget"] = Budget(**d["budget"])
+        try:
+            d["budget"] = Budget(**d["budget"])
+        except TypeError:  # e.g. a config.json written before eval_points replaced eval_every_updates
+            allowed = ", ".join(f.name for f in fields(Budget))
+            raise SpecError(f"budget {sorted(d['budget'])} is not allowed: a budget has {allowed}") from None
         return cls(**d)
 
     @property
@@ -268,9 +345,12 @@ class RunConfig:
 
     @property
     def run_id(self) -> str:
-        """``<task>-<style slug>-<cell><hidden>-lr<lr>-s<seed>-<hash>``, e.g. ``echo-tf_style-5-tanh4-lr0.1-s0-…``."""
+        """``<task slug>-<style slug>-<cell><hidden>-lr<lr>-s<seed>-<hash>``, e.g. ``echo-tf_style-5-tanh4-lr0.1-s0-…``.
+
+        A task or style given as ``"package.module:Name"`` appears in its folder-safe slug form.
+        """
         return (
-            f"{self.task}-{style_slug(self.style)}-{self.cell}{self.hidden_size}-lr{self.lr:g}"
+            f"{style_slug(self.task)}-{style_slug(self.style)}-{self.cell}{self.hidden_size}-lr{self.lr:g}"
             f"-s{self.seed}-{self.config_hash}"
         )
 
@@ -288,6 +368,8 @@ def style_slug(style: str) -> str:
 
     >>> style_slug("tf_style(5)"), style_slug("random(0.1)"), style_slug("full()")
     ('tf_style-5', 'random-0.1', 'full')
+    >>> style_slug("my_styles:every(3)"), style_slug("my_tasks.toy:ToyTask")
+    ('my_styles-every-3', 'my_tasks.toy-toytask')
     """
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9_.]+", "-", style.lower())).strip("-")
 
@@ -333,6 +415,7 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
                 f"{path}: unknown key 'presets.{name}'; allowed presets: {', '.join(SWEEP_PRESETS)}"
             )
         o = _check_section(path, f"presets.{name}", table, {k: (c, False) for k, c in _OVERRIDE_KEYS.items()})
+        _check_budget(path, f"presets.{name}", _merged_budget(sec["budget"], o))
         presets[name] = PresetOverride(
             budget={k: v for k, v in o.items() if k in _BUDGET_KEYS},
             **{k: o.get(k) for k in ("hidden_sizes", "lrs", "seeds", "styles")},
@@ -346,11 +429,23 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
         optimizer=sec["optimizer"]["name"],
         lrs=sec["optimizer"]["lrs"],
         clip=sec["optimizer"].get("clip"),
-        budget=Budget(**sec["budget"]),
+        budget=_check_budget(path, "budget", sec["budget"]),
         styles=sec["sweep"]["styles"],
         seeds=sec["sweep"]["seeds"],
         presets=presets,
     )
+
+
+def _merged_budget(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """The budget keys of ``base`` with those of ``override`` on top (other override keys ignored)."""
+    return {**base, **{k: v for k, v in override.items() if k in _BUDGET_KEYS}}
+
+
+def _check_budget(path: str, where: str, keys: Mapping[str, Any]) -> Budget:
+    try:
+        return Budget(**keys)
+    except SpecError as e:
+        raise SpecError(f"{path}: [{where}] {e}") from None
 
 
 def load_spec(path: str | Path) -> Spec:

@@ -32,6 +32,8 @@ from typing import Any
 
 import pandas as pd
 
+from ..errors import BenchError
+
 __all__ = [
     "CONFIG_KEYS",
     "CURVES_COLUMNS",
@@ -39,6 +41,7 @@ __all__ = [
     "ENV_KEYS",
     "RUN_COLUMNS",
     "SUMMARY_KEYS",
+    "SUMMARY_OPTIONAL_KEYS",
     "Claim",
     "LoadedRuns",
     "StoreError",
@@ -55,7 +58,7 @@ __all__ = [
 ]
 
 
-class StoreError(ValueError):
+class StoreError(BenchError):
     """Records that do not follow the results schema."""
 
 
@@ -107,7 +110,19 @@ SUMMARY_KEYS = (
     "diverged_at_update",
     "engine_path",
 )
-CURVE_COLUMNS = ("split", "update", "timesteps", "train_wall_s", "loss")
+#: Summary keys of the run protocol (docs/semantics.md, "Fair comparison"): every new record
+#: writes them; records written before them load with None ("n/a" in the report).
+SUMMARY_OPTIONAL_KEYS = (
+    "forward_steps",
+    "backprop_steps",
+    "test_loss",
+    "best_val_before_divergence",
+    "failure_kind",
+    "config_hash",
+)
+CURVE_COLUMNS = ("split", "update", "timesteps", "backprop_steps", "train_wall_s", "loss")
+#: The curve.csv header before ``backprop_steps`` (still read; the column loads as missing).
+LEGACY_CURVE_COLUMNS = ("split", "update", "timesteps", "train_wall_s", "loss")
 STATUSES = ("ok", "diverged", "failed")
 LOSSES = ("ce", "mse")
 SPLITS = ("train", "val")
@@ -202,6 +217,7 @@ CURVES_COLUMNS: dict[str, str] = {
     "split": "object",
     "update": "int64",
     "timesteps": "int64",
+    "backprop_steps": "Int64",
     "train_wall_s": "float64",
     "loss": "float64",
 }
@@ -264,9 +280,10 @@ def _check_keys(obj: Any, keys: Sequence[str], what: str) -> None:
 
 
 def _curve_header(rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
-    """CURVE_COLUMNS, with ``backprop_steps`` after ``timesteps`` when the rows carry it."""
-    if rows and CURVE_BACKPROP in rows[0]:
-        return CURVE_COLUMNS[:3] + (CURVE_BACKPROP,) + CURVE_COLUMNS[3:]
+    """CURVE_COLUMNS; rows without ``backprop_steps`` (written by the earlier protocol) keep the
+    legacy header."""
+    if rows and CURVE_BACKPROP not in rows[0]:
+        return LEGACY_CURVE_COLUMNS
     return CURVE_COLUMNS
 
 
@@ -285,7 +302,7 @@ def _curve_csv(rows: Sequence[Mapping[str, Any]]) -> str:
                 row["split"],
                 int(row["update"]),
                 int(row["timesteps"]),
-                *([int(row[CURVE_BACKPROP])] if len(header) > len(CURVE_COLUMNS) else []),
+                *([int(row[CURVE_BACKPROP])] if CURVE_BACKPROP in header else []),
                 repr(float(row["train_wall_s"])),
                 repr(float(row["loss"])),
             ]
@@ -456,23 +473,23 @@ def _read_curve(path: Path) -> list[dict]:
         raise StoreError("curve.csv is truncated: its last row has no newline")  # can leave valid numbers
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
-    with_bp = CURVE_COLUMNS[:3] + (CURVE_BACKPROP,) + CURVE_COLUMNS[3:]
-    if header is None or tuple(header) not in (CURVE_COLUMNS, with_bp):
+    if header is None or tuple(header) not in (CURVE_COLUMNS, LEGACY_CURVE_COLUMNS):
         raise StoreError(f"curve.csv header {header} is not {list(CURVE_COLUMNS)}")
+    columns = tuple(header)
     rows = []
     for n, rec in enumerate(reader, start=2):
-        if len(rec) != len(header) or rec[0] not in SPLITS:
+        if len(rec) != len(columns) or rec[0] not in SPLITS:
             raise StoreError(f"curve.csv line {n} is malformed: {rec}")
+        v = dict(zip(columns, rec))
         try:
-            row = dict(zip(header, rec))
             rows.append(
                 {
-                    "split": rec[0],
-                    "update": int(row["update"]),
-                    "timesteps": int(row["timesteps"]),
-                    **({CURVE_BACKPROP: int(row[CURVE_BACKPROP])} if CURVE_BACKPROP in row else {}),
-                    "train_wall_s": float(row["train_wall_s"]),
-                    "loss": float(row["loss"]),
+                    "split": v["split"],
+                    "update": int(v["update"]),
+                    "timesteps": int(v["timesteps"]),
+                    "backprop_steps": int(v["backprop_steps"]) if "backprop_steps" in v else None,
+                    "train_wall_s": float(v["train_wall_s"]),
+                    "loss": float(v["loss"]),
                 }
             )
         except ValueError:
@@ -531,6 +548,7 @@ def load_run(run_dir: str | os.PathLike) -> tuple[dict, list[dict]]:
         "device": config["device"],
         "device_name": env["device_name"],
         **{k: summary[k] for k in SUMMARY_KEYS if k in RUN_COLUMNS},
+        **{k: summary.get(k) for k in SUMMARY_OPTIONAL_KEYS},
         "ref_optimal": _get(refs, "optimal", what="config.json references"),
         "ref_partial": refs.get("partial"),
         "ref_no_memory": refs.get("no_memory"),

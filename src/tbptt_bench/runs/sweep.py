@@ -32,6 +32,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
+from ..errors import BenchError
 from . import store
 from .spec import RunConfig, Spec, SpecError, resolve
 
@@ -51,11 +52,11 @@ BACKENDS: tuple[str, ...] = ("local", "ray")
 RAY_MISSING = "the ray backend needs `pip install tbptt-bench[ray]`"
 
 
-class SweepError(ValueError):
+class SweepError(BenchError):
     """A sweep that cannot start: bad specs, overrides or results folder."""
 
 
-class BackendError(RuntimeError):
+class BackendError(BenchError, RuntimeError):
     """A backend that cannot run here (e.g. ray is not installed)."""
 
 

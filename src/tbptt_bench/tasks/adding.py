@@ -27,7 +27,7 @@ Reference lines (mean squared error per step):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -44,6 +44,7 @@ class AddingTask(Task):
     segment_length: int = 20
 
     name: ClassVar[str] = "adding"
+    smoke_params: ClassVar[dict[str, Any]] = {"segment_length": 6}  # sizes for a seconds-long test
     loss: ClassVar[str] = "mse"
     reference_notes: ClassVar[dict[str, str]] = {
         "no_memory": "best predictor seeing only the current input (E[sum] on query steps, 0 elsewhere)",

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
+
+from .. import errors
+from ..errors import BenchError
 
 __all__ = ["Stream", "Task", "TaskError", "check_float", "check_int", "one_hot"]
 
@@ -37,40 +39,18 @@ __all__ = ["Stream", "Task", "TaskError", "check_float", "check_int", "one_hot"]
 _TRAIN, _VALIDATION = 0, 1
 
 
-class TaskError(ValueError):
+class TaskError(BenchError):
     """A task was asked for with parameters (or inputs) it does not allow."""
 
 
 def check_int(name: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
     """``value`` if it is an int in [lo, hi], else a one-line TaskError naming it."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TaskError(f"{name}={value!r} is not allowed: {name} must be an integer{_range(lo, hi)}")
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise TaskError(f"{name}={value!r} is not allowed: {name} must be an integer{_range(lo, hi)}")
-    return int(value)
+    return errors.check_int(name, value, lo, hi, error=TaskError)
 
 
 def check_float(name: str, value: Any, lo: float | None = None, hi: float | None = None) -> float:
     """``float(value)`` if it is a finite number in [lo, hi], else a one-line TaskError naming it."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float, np.integer, np.floating))
-        or not math.isfinite(value)
-    ):
-        raise TaskError(f"{name}={value!r} is not allowed: {name} must be a finite number{_range(lo, hi)}")
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise TaskError(f"{name}={value!r} is not allowed: {name} must be a finite number{_range(lo, hi)}")
-    return float(value)
-
-
-def _range(lo: float | None, hi: float | None) -> str:
-    if lo is not None and hi is not None:
-        return f" in [{lo}, {hi}]"
-    if lo is not None:
-        return f" >= {lo}"
-    if hi is not None:
-        return f" <= {hi}"
-    return ""
+    return errors.check_float(name, value, lo, hi, error=TaskError)
 
 
 def one_hot(idx: np.ndarray, depth: int) -> torch.Tensor:
@@ -130,6 +110,9 @@ class Task(abc.ABC):
     required_cell: ClassVar[str | None] = None  # a models.MODELS key the task needs, if any
     deterministic: ClassVar[bool] = False  # True: every stream is the same (nothing random)
     reference_notes: ClassVar[dict[str, str]]
+    #: Generator parameters that keep a test or smoke run to seconds; the registry-driven tests
+    #: build every task with ``make_task(name, **cls.smoke_params)``.
+    smoke_params: ClassVar[dict[str, Any]] = {}
 
     # -- sizes ------------------------------------------------------------------------------
     @property

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -56,6 +56,7 @@ class CopyTask(Task):
     m_max: int | None = None
 
     name: ClassVar[str] = "copy"
+    smoke_params: ClassVar[dict[str, Any]] = {"m": 4}  # sizes for a seconds-long test
     loss: ClassVar[str] = "ce"
     reference_notes: ClassVar[dict[str, str]] = {
         "no_memory": "best predictor seeing only the current input: the uncertain recall targets after a blank",

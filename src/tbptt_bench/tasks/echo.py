@@ -24,7 +24,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -50,6 +50,7 @@ class EchoTask(Task):
     base: float = 0.5
 
     name: ClassVar[str] = "echo"
+    smoke_params: ClassVar[dict[str, Any]] = {}  # sizes for a seconds-long test
     loss: ClassVar[str] = "ce"
     reference_notes: ClassVar[dict[str, str]] = {
         "no_memory": "entropy of Y's marginal: a predictor that remembers nothing",

@@ -67,6 +67,7 @@ class InfluenceTask(Task):
     theta0: float = 0.5
 
     name: ClassVar[str] = "influence"
+    smoke_params: ClassVar[dict[str, Any]] = {}  # sizes for a seconds-long test
     loss: ClassVar[str] = "mse"
     required_cell: ClassVar[str | None] = "influence"
     deterministic: ClassVar[bool] = True

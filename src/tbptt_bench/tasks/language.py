@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -125,6 +125,11 @@ class LanguageTask(Task):
     source_seed: int = 0
 
     name: ClassVar[str] = "language"
+    smoke_params: ClassVar[dict[str, Any]] = {
+        "vocab": 6,
+        "n_states": 4,
+        "n_topics": 2,
+    }  # sizes for a seconds-long test
     loss: ClassVar[str] = "ce"
     reference_notes: ClassVar[dict[str, str]] = {
         "no_memory": "stationary unigram predictor p(w_{t+1}) on the validation stream",
