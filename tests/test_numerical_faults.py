@@ -148,4 +148,4 @@ def test_divergence_is_shown_in_the_report_and_clipping_trains(exploding, tmp_pa
     )
     md = table.with_name("r2rt.md").read_text()
     section = md.split("\n## linear, hidden 8 (sgd)\n")[1].split("\n## ")[0]
-    assert "| TF-style (10, 10) | diverged at upd. 3, best " in section
+    assert "| TF-style (10, 10) | diverged at upd. 2, best " in section
