@@ -1,14 +1,14 @@
 """Synthetic sequence tasks with known optimal losses, registered by name in ``TASKS``.
 
 >>> sorted(TASKS)
-['adding', 'copy', 'echo', 'influence', 'language']
+['adding', 'copy', 'echo', 'echo_nochain', 'influence', 'language']
 >>> task = make_task("copy", m=5)
 >>> task.loss, task.input_size, task.output_size, task.references(None)["optimal"]
 ('ce', 6, 6, 0.0)
 >>> make_task("nope")
 Traceback (most recent call last):
 ...
-tbptt_bench.tasks.base.TaskError: task='nope' is not allowed: known tasks are echo, copy, adding, influence, language
+tbptt_bench.tasks.base.TaskError: task='nope' is not allowed: known tasks are echo, copy, adding, influence, language, echo_nochain
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 from .adding import AddingTask
 from .base import Stream, Task, TaskError
 from .copy import CopyTask
-from .echo import EchoTask
+from .echo import EchoNoChainTask, EchoTask
 from .influence import InfluenceTask, optimal_theta
 from .language import LanguageTask
 
@@ -27,6 +27,7 @@ __all__ = [
     "TASKS",
     "AddingTask",
     "CopyTask",
+    "EchoNoChainTask",
     "EchoTask",
     "InfluenceTask",
     "LanguageTask",
@@ -43,6 +44,7 @@ TASKS: dict[str, type[Task]] = {
     "adding": AddingTask,
     "influence": InfluenceTask,
     "language": LanguageTask,
+    "echo_nochain": EchoNoChainTask,
 }
 
 
