@@ -223,3 +223,16 @@ def test_page_builds_from_committed_records():
     loaded = store.load_runs(FIXTURES)
     md = R.reproductions_markdown(loaded.runs)
     assert md.startswith("# Reproductions") and md.count("**") >= 2 * len(R.CLAIMS)
+
+
+def test_tables_reference_lines_come_from_every_seeds_records():
+    from tbptt_bench.report.tables import references
+
+    df = frame([("language", "tf_style(5)", 1.5, 100, 0.1, s) for s in (0, 1, 2)])
+    df["ref_optimal"] = [1.20, 1.26, 1.23]
+    for key in ("optimal", "partial", "no_memory"):
+        df[f"ref_{key}_note"] = f"{key} note"
+    refs = {name: (v, note) for name, v, note in references(df)}
+    assert refs["optimal"][0] == pytest.approx(1.23)
+    assert "seed 0: 1.2;" in refs["optimal"][1] and "seed 2: 1.23)" in refs["optimal"][1]
+    assert refs["partial"] == (pytest.approx(1.36), "partial note")  # equal across seeds: no list
