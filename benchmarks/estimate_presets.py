@@ -19,8 +19,11 @@ preset's wall time at ``--jobs J`` is the serial total / J (the sweep keeps J pr
 but never below its longest run. Learning rate and seed do not change the cost of a run that
 finishes; a run that diverges stops early, so the estimate is an upper bound for those.
 
-Timings on a shared machine are inflated by whatever else runs: the script prints the load
-average before and after and the estimate is for the load it saw. Nothing is written unless
+Timings on a shared machine are inflated by whatever else runs, by a factor that changed 4x
+within minutes on the 2-core machine this was written on. So every sample's wall times are
+scaled by the CPU share the process got (process CPU seconds / wall seconds): the estimate is
+for cores that run only the sweep. Checked against a complete run measured under the same
+load: adding williams_peng(20), estimated 168 s, measured 181 s. Nothing is written unless
 ``--out`` names a Markdown file; records of the sample runs are never written.
 """
 
@@ -71,25 +74,29 @@ def estimate_spec(spec, preset: str, sample_steps: int, evals: int | None, log=p
     first = configs[0]
     task = check_config(first)
     b = first.budget
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     task.make_train(first.seed, 0, b.batch, b.row_len)
-    stream_s = time.perf_counter() - t0
+    stream_s = time.process_time() - t0
     rows = []
     for (hidden, style_s), cs in groups.items():
         c = cs[0]
         style = parse_style(style_s)
         sample = dataclasses.replace(c, budget=_sample_budget(c.budget, sample_steps), sweep="estimate")
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         rec = run_record(sample, "cpu")
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        # The CPU seconds this process got, over the wall seconds it took: 1 on an idle core,
+        # below 1 when other work shares the cores. Scaling wall times by it estimates what
+        # the run costs with a core to itself (as with --jobs 2 on an otherwise idle 2-core machine).
+        share = min(cpu / wall, 1.0) if wall > 0 else 1.0
         s = rec.summary
         if s["status"] == "failed":
             raise RuntimeError(f"sample run {sample.run_id} failed: {s['error']}")
         steps = sample.budget.row_len
         n_eval = _n_evals(c, style, evals)
-        train = s["train_wall_s"] / steps * c.budget.row_len * c.budget.epochs
-        ev = s["eval_wall_s"] * n_eval
-        fixed = max(wall - s["train_wall_s"] - s["eval_wall_s"], 0.0)
+        train = s["train_wall_s"] * share / steps * c.budget.row_len * c.budget.epochs
+        ev = s["eval_wall_s"] * share * n_eval
+        fixed = max(wall - s["train_wall_s"] - s["eval_wall_s"], 0.0) * share
         row = {
             "task": spec.task,
             "hidden": hidden,
@@ -100,6 +107,7 @@ def estimate_spec(spec, preset: str, sample_steps: int, evals: int | None, log=p
             "evals": n_eval,
             "streams_s": stream_s * c.budget.epochs,
             "fixed_s": fixed,
+            "cpu_share": share,
         }
         row["per_run_s"] = row["train_s"] + row["eval_s"] + row["streams_s"] + row["fixed_s"]
         row["total_s"] = row["per_run_s"] * row["runs"]
@@ -107,7 +115,7 @@ def estimate_spec(spec, preset: str, sample_steps: int, evals: int | None, log=p
         log(
             f"  {spec.task:<13} {c.cell}{hidden:<4} {style_s:<22} x{len(cs):<3} "
             f"{row['per_run_s']:8.1f} s/run (train {train:.1f}, {n_eval} evals {ev:.1f}, "
-            f"streams {row['streams_s']:.1f}, fixed {fixed:.1f})",
+            f"streams {row['streams_s']:.1f}, fixed {fixed:.1f}; cpu share {share:.2f})",
         )
     return rows
 
@@ -122,8 +130,10 @@ def markdown(rows: list[dict], jobs: int, preset: str, loads: tuple, command: st
     lines = [
         f"Preset `{preset}`, `--jobs {jobs}`: {sum(r['runs'] for r in rows)} runs, "
         f"{total / 3600:.2f} h of compute, estimated wall time {wall / 3600:.2f} h "
-        f"(longest run {longest / 60:.1f} min). Load average before/after sampling: "
-        f"{loads[0]:.2f} / {loads[1]:.2f}.",
+        f"(longest run {longest / 60:.1f} min). Times are CPU seconds (the sample runs' wall times "
+        "scaled by the CPU share they got), i.e. for a machine whose cores run only this sweep; "
+        f"load average before/after sampling: {loads[0]:.2f} / {loads[1]:.2f}; median CPU share "
+        f"{sorted(r['cpu_share'] for r in rows)[len(rows) // 2] if rows else 1.0:.2f}.",
         "",
         f"Command: `{command}`",
         "",
