@@ -125,7 +125,7 @@ def test_r2rt_echo_rule_and_the_chain_note():
     v = verdict(R.judge_r2rt_echo, base + [("echo", "tf_style(5)", 0.457)])
     assert v.verdict == "partly" and "8 = 3 + 5" in v.why
     v = verdict(R.judge_r2rt_echo, [("echo", "tf_style(1)", 0.50), ("echo", "tf_style(10)", 0.60)])
-    assert v.verdict == "not reproduced"
+    assert v.verdict == "not reproduced" and "k = 1 went below" in v.why and "k = 10 did not" in v.why
     # TF-style(10) with state 4 is not held to the optimal line
     v = verdict(R.judge_r2rt_echo, [("echo", "tf_style(10)", 0.60, 4)])
     assert v.verdict == "not measured"
@@ -165,7 +165,11 @@ def test_aicher_windows_rule_leaves_borderline_out():
     v = verdict(R.judge_aicher_windows, rows)
     assert v.verdict == "reproduced" and "tf_style(11)" not in v.measured and "full()" not in v.measured
     rows[2] = ("copy", "tbptt(10, 19)", 0.62)
-    assert verdict(R.judge_aicher_windows, rows).verdict == "partly"
+    v = verdict(R.judge_aicher_windows, rows)
+    assert v.verdict == "partly" and "stayed on the plateau" in v.why
+    # only one side of the claim measured: partly, never reproduced
+    v = verdict(R.judge_aicher_windows, [("copy", "tf_style(5)", 0.624), ("copy", "tbptt(5, 9)", 0.62)])
+    assert v.verdict == "partly" and "no window at/above" in v.why
 
 
 def test_aicher_windows_rule_computes_the_plateau_for_old_records():
