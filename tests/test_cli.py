@@ -80,7 +80,7 @@ def test_list_shows_tasks_styles_presets_and_devices(smoke_results, capsys):
     results, _ = smoke_results
     assert cli.main(["list", "--results", str(results)]) == 0
     out = capsys.readouterr().out
-    assert "tasks (registry): echo, copy, adding, influence, language" in out
+    assert "tasks (registry): echo, copy, adding, influence, language, echo_nochain" in out
     for name in (
         "full()",
         "williams_peng(n)",
@@ -92,7 +92,7 @@ def test_list_shows_tasks_styles_presets_and_devices(smoke_results, capsys):
         assert f"  {name}\n" in out
     assert "sweep presets: smoke, quick, full" in out
     tag = sweep.local_device_tag("cpu")
-    assert f"  {tag}: 12 complete runs of 12" in out
+    assert f"  {tag}: 14 complete runs of 14" in out
 
 
 def test_report_and_compare_are_thin_wrappers(tmp_path, capsys, monkeypatch):
@@ -129,7 +129,7 @@ def _bad_cases(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
     return {
         "unknown task": (
             ["sweep", "nope"],
-            "unknown task 'nope': known task specs are adding, copy, echo, influence, language",
+            "unknown task 'nope': known task specs are adding, copy, echo, echo_nochain, influence, language",
         ),
         "unknown style": (
             ["sweep", "echo", "--style", "bogus(3)"],
@@ -213,7 +213,7 @@ def test_errors_through_the_real_entry_point_have_no_traceback(tmp_path):
     proc = run_cli("sweep", "nope", "--results", str(tmp_path / "r"))
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.splitlines() == [
-        "tbptt-bench: error: unknown task 'nope': known task specs are adding, copy, echo, influence, language"
+        "tbptt-bench: error: unknown task 'nope': known task specs are adding, copy, echo, echo_nochain, influence, language"
     ]
 
 

@@ -290,7 +290,7 @@ def test_returns_every_file_and_index_lists_them(built):
             for e in ("png", "svg")
         ]
         + [f"figures/{n}.{e}" for n in ("truncation_patterns", "gradient_norms") for e in ("png", "svg")]
-        + ["tables/index.md", "tables/manifest.json"]
+        + ["tables/index.md", "tables/manifest.json", "tables/reproductions.md"]
     )
     assert rel == expected
     index = (out / "tables" / "index.md").read_text(encoding="utf-8")

@@ -22,8 +22,14 @@ from tbptt_bench.models import make_model
 from tbptt_bench.tasks import TASKS, Stream, Task, TaskError, make_task
 from tbptt_bench.tasks.adding import AddingTask
 from tbptt_bench.tasks.copy import BLANK, START, CopyTask
-from tbptt_bench.tasks.echo import EchoTask
-from tbptt_bench.tasks.influence import InfluenceTask, fixed_point_output, optimal_theta
+from tbptt_bench.tasks.echo import EchoNoChainTask, EchoTask, min_learning_window
+from tbptt_bench.tasks.influence import (
+    InfluenceTask,
+    best_theta_on_stream,
+    fixed_point_output,
+    optimal_theta,
+    stream_loss,
+)
 from tbptt_bench.tasks.language import LanguageTask, log_likelihood, predictive_logprobs
 
 SIGMAS = 5.0  # every Monte-Carlo comparison: |estimate - truth| <= 5 standard errors
@@ -57,7 +63,7 @@ def test_registry_covers_every_task_module():
         assert isinstance(cls.smoke_params, dict) and make_task(name, **cls.smoke_params).name == name
         assert cls.name == name and cls.loss in ("ce", "mse")
         assert (
-            set(cls.reference_notes) <= {"no_memory", "partial", "optimal"}
+            set(cls.reference_notes) <= {"no_memory", "partial", "optimal", "predict_zero"}
             and "optimal" in cls.reference_notes
         )
 
@@ -102,7 +108,7 @@ def test_references_are_ordered_and_described(task):
     refs = task.references(task.make_validation(seed=0, batch=8, length=300))
     assert "optimal" in refs and set(refs) <= set(task.reference_notes)
     assert all(isinstance(v, float) and math.isfinite(v) for v in refs.values())
-    chain = [refs[k] for k in ("optimal", "partial", "no_memory") if k in refs]
+    chain = [refs[k] for k in ("optimal", "partial", "no_memory", "predict_zero") if k in refs]
     assert chain == sorted(chain) and refs["optimal"] >= 0.0
 
 
@@ -252,6 +258,47 @@ def test_echo_references_for_general_lags_match_monte_carlo():
     assert abs(-(m * math.log(m) + (1 - m) * math.log(1 - m)) - refs["no_memory"]) < 2e-4
 
 
+@pytest.mark.parametrize(
+    "lags, k",
+    [((3, 8), 5), ((1, 9), 8), ((8,), 9), ((1,), 2), ((2, 4, 12), 8), ((3, 6, 9), 4), ((2, 10), 8)],
+)
+def test_min_learning_window_follows_the_chaining_argument(lags, k):
+    # Brute force over windows: lag l is learned when l <= w - 1 (directly) or l <= l' + w for
+    # a learned l' (carried through the state); k is the smallest w that learns every lag.
+    def learns_all(w):
+        learned = set()
+        for _ in lags:
+            learned |= {lag for lag in lags if lag <= w - 1 or any(lag <= s + w for s in learned)}
+        return learned == set(lags)
+
+    assert min_learning_window(lags) == k == min(w for w in range(1, 40) if learns_all(w))
+    assert not learns_all(k - 1)
+
+
+def test_echo_nochain_needs_a_window_of_8_where_r2rt_needs_5():
+    task = EchoNoChainTask()
+    assert task.name == "echo_nochain" and task.lags == (1, 9)
+    assert min_learning_window(task.lags) == 8 > 5 == min_learning_window(EchoTask().lags)
+    # Same effects and base as r2rt's task, so the same reference lines, from the parameters.
+    assert task.references() == EchoTask(lags=(1, 9)).references()
+    assert task.references() == pytest.approx(EchoTask().references(), abs=1e-15)
+
+
+def test_echo_nochain_references_match_monte_carlo():
+    task = EchoNoChainTask()
+    refs = task.references()
+    s = task.make_train(seed=6, epoch=0, batch=200, length=2500)
+    X, Y = _tokens(s).astype(float), s.y.numpy()
+    p = 0.5 + 0.5 * X[8:-1] - 0.25 * X[:-9]  # P(Y_t = 1 | X_{t-1}, X_{t-9}) for t >= 9
+    y = Y[9:]
+    losses = -np.where(y == 1, np.log(np.maximum(p, 1e-300)), np.log(np.maximum(1 - p, 1e-300)))
+    losses = np.where((p == 1) & (y == 1), 0.0, losses)
+    assert abs(losses.mean() - refs["optimal"]) <= SIGMAS * losses.std() / math.sqrt(losses.size)
+    q = np.where(X[8:-1] == 1, 0.875, 0.375)  # knows X_{t-1} only
+    losses = -np.where(y == 1, np.log(q), np.log1p(-q))
+    assert abs(losses.mean() - refs["partial"]) <= SIGMAS * losses.std() / math.sqrt(losses.size)
+
+
 def test_echo_single_lag_has_no_partial_line():
     assert set(EchoTask(lags=(2,), effects=(0.3,)).references()) == {"no_memory", "optimal"}
 
@@ -321,7 +368,36 @@ def test_copy_no_memory_matches_monte_carlo(params):
 def test_copy_no_memory_closed_form_for_m10():
     # p = 1/10: H = -0.1 log 0.1 - 0.9 log(0.9 / 4), half of the steps are blank.
     h = -0.1 * math.log(0.1) - 0.9 * math.log(0.9 / 4)
-    assert CopyTask().references() == {"no_memory": pytest.approx(h / 2, abs=1e-12), "optimal": 0.0}
+    assert CopyTask().references() == {
+        "no_memory": pytest.approx(h / 2, abs=1e-12),
+        "partial": pytest.approx(9 * math.log(4) / 20, abs=1e-15),
+        "optimal": 0.0,
+    }
+
+
+@pytest.mark.parametrize("params", [{"m": 10}, {"m_min": 5, "m_max": 10}, {"m": 3}, {"m": 1}])
+def test_copy_position_only_plateau_matches_monte_carlo(params):
+    # The position-only predictor, run causally: it tracks its place in the segment from the
+    # inputs (a nonblank input: show phase; the first blank: recall starts, target START) and
+    # predicts blank / START / uniform over the 4 symbols there, never a shown symbol.
+    task = CopyTask(**params)
+    s = task.make_train(seed=12, epoch=0, batch=30, length=20_000)
+    X, Y = _tokens(s), s.y.numpy()
+    rows = []
+    for b in range(X.shape[1]):
+        loss, recall = np.zeros(X.shape[0]), 0
+        for t, sym in enumerate(X[:, b]):
+            if sym != BLANK:
+                recall = 0
+                loss[t] = 0.0 if Y[t, b] == BLANK else np.inf
+            else:
+                loss[t] = (0.0 if Y[t, b] == START else np.inf) if recall == 0 else math.log(4)
+                recall += 1
+        rows.append(loss[: np.flatnonzero(X[:, b] == START)[-1]].mean())  # complete segments
+    rows = np.array(rows)
+    assert np.all(np.isfinite(rows))
+    se = rows.std() / math.sqrt(rows.size)
+    assert abs(rows.mean() - task.references()["partial"]) <= SIGMAS * se + 1e-9
 
 
 # -- adding -------------------------------------------------------------------------------------
@@ -367,6 +443,18 @@ def test_adding_references_match_monte_carlo(L):
     running = np.cumsum(marked.reshape(-1, L, 200), axis=1).reshape(-1, 200)
     np.testing.assert_allclose(np.where(x[..., 2] == 1, running, 0.0), y, atol=1e-6)
     assert refs["optimal"] == 0.0
+    # predict 0 everywhere
+    err = (y**2).reshape(-1, L).sum(1) / L
+    assert abs(err.mean() - refs["predict_zero"]) <= SIGMAS * err.std() / math.sqrt(err.size)
+    # second value only: on the query step predict (the value at the second marker) + 1/2
+    seg = x.reshape(-1, L, 200, 3)
+    second = np.take_along_axis(
+        seg[..., 0], (L - 1 - np.argmax(seg[:, ::-1, :, 1], axis=1))[:, None, :], axis=1
+    )[:, 0]
+    pred = np.zeros_like(seg[..., 0])
+    pred[:, -1] = second + 0.5
+    err = ((pred.reshape(-1, 200) - y) ** 2).reshape(-1, L, 200).sum(1).ravel() / L
+    assert abs(err.mean() - refs["partial"]) <= SIGMAS * err.std() / math.sqrt(err.size)
 
 
 def test_adding_no_memory_sees_a_marker_on_the_query_step():
@@ -380,7 +468,10 @@ def test_adding_no_memory_sees_a_marker_on_the_query_step():
 
 def test_adding_no_memory_closed_form():
     # L = 20: the second marker is on the query step with probability 1/10.
-    assert AddingTask().references()["no_memory"] == pytest.approx((0.9 / 6 + 0.1 / 12) / 20, abs=1e-15)
+    refs = AddingTask().references()
+    assert refs["no_memory"] == pytest.approx((0.9 / 6 + 0.1 / 12) / 20, abs=1e-15)
+    assert refs["predict_zero"] == pytest.approx((1 + 1 / 6) / 20, abs=1e-15)
+    assert refs["partial"] == pytest.approx(1 / 12 / 20, abs=1e-15)
 
 
 # -- influence ----------------------------------------------------------------------------------
@@ -394,7 +485,7 @@ def test_optimal_theta_puts_the_fixed_point_on_target(n, n_plus):
     assert float(s[0]) == pytest.approx(fixed_point_output(0.7, n, n_plus), abs=1e-12)
 
 
-def test_influence_references_match_the_models_fixed_point():
+def test_influence_fixed_point_loss_matches_the_models_fixed_point():
     # The fixed point of models.InfluenceBalancingRNN's own cell, built from the task's settings.
     task = InfluenceTask()
     s = task.make_train(seed=0, epoch=0, batch=2, length=50)
@@ -402,7 +493,7 @@ def test_influence_references_match_the_models_fixed_point():
     model = make_model("influence", 1, task.fixed_hidden_size, 1, **task.model_kwargs()).double()
     eye = torch.eye(task.n, dtype=torch.float64)
     with torch.no_grad():
-        for theta, loss in [(task.theta0, task.references(s)["no_memory"]), (optimal_theta(23, 10), 0.0)]:
+        for theta in (task.theta0, optimal_theta(23, 10)):
             model.theta.fill_(theta)
             fixed = torch.linalg.solve(eye - model.A, theta * model.u).expand(2, -1)
             params = model.params()
@@ -410,8 +501,38 @@ def test_influence_references_match_the_models_fixed_point():
                 model.cell(params, torch.ones(2, 1, dtype=torch.float64), fixed), fixed, atol=1e-12
             )
             out = model.readout(params, model.features(fixed))
-            assert float((out[0, 0] - 1) ** 2) == pytest.approx(loss, abs=1e-12)
-    assert task.references(s) == {"no_memory": 16.0, "optimal": 0.0}  # s*^1(0.5) = -3
+            assert float((out[0, 0] - 1) ** 2) == pytest.approx(task.fixed_point_loss(theta), abs=1e-12)
+    assert task.fixed_point_loss(0.5) == 16.0 and task.fixed_point_loss(-1 / 6) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("noise, seed", [(0.0, 0), (0.1, 0), (0.1, 1), (0.3, 2)])
+def test_influence_references_are_the_validation_metric_at_theta0_and_its_exact_minimum(noise, seed):
+    # The harness's metric: evaluate_stream of the model from its initial state over the stream.
+    from tbptt_bench.engine import evaluate_stream
+
+    task = InfluenceTask(input_noise=noise)
+    val = task.make_validation(seed=seed, batch=2, length=300)
+    refs = task.references(val)
+    model = make_model("influence", 1, 23, 1, **task.model_kwargs()).double()
+    x, y = val.x.double(), val.y.double()
+    assert evaluate_stream(model, x, y, "mse")[0] == pytest.approx(refs["no_memory"], rel=1e-12)
+    theta_hat, best = best_theta_on_stream(x[..., 0].numpy(), y[..., 0].numpy())
+    assert best == pytest.approx(refs["optimal"], rel=1e-12) and best < refs["no_memory"]
+    with torch.no_grad():
+        model.theta.fill_(theta_hat)
+    assert evaluate_stream(model, x, y, "mse")[0] == pytest.approx(best, rel=1e-10)
+    # a minimum: a grid of thetas around it is never lower, and theta_hat lies near theta* = -1/6
+    grid = theta_hat + np.linspace(-0.05, 0.05, 21)
+    assert min(stream_loss(t, x[..., 0].numpy(), y[..., 0].numpy()) for t in grid) >= best - 1e-12
+    assert -0.25 < theta_hat < -0.05
+
+
+def test_influence_noise_makes_seeds_differ_and_zero_noise_is_the_paper_task():
+    assert InfluenceTask().deterministic and not InfluenceTask(input_noise=0.1).deterministic
+    a = InfluenceTask(input_noise=0.1).make_validation(0, 1, 100)
+    b = InfluenceTask(input_noise=0.1).make_validation(1, 1, 100)
+    assert not torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+    assert abs(float(a.x.std()) - 0.1) < 0.05 and torch.equal(a.y, torch.ones(100, 1, 1))
 
 
 # -- language -----------------------------------------------------------------------------------

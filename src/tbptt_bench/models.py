@@ -174,10 +174,22 @@ class ElmanRNN(RecurrentModel):
         return out, h_n.squeeze(0)
 
 
-class GRUModel(RecurrentModel):
-    """A one-layer GRU (torch.nn.GRU's equations and init) with a linear readout."""
+def _layer_suffix(layer: int) -> str:
+    """Parameter-name suffix of a layer: "" for the first (the one-layer names), "_l1", "_l2", ... above."""
+    return "" if layer == 0 else f"_l{layer}"
+
+
+class _GatedRNN(RecurrentModel):
+    """A stack of ``layers`` GRU/LSTM layers (torch.nn.GRU/LSTM's equations and init), linear readout.
+
+    Layer l reads layer l-1's h (layer 0 reads x); the readout sees the top layer's h. Parameter
+    names: ``W_ih``, ``W_hh``, ``b_ih``, ``b_hh`` for layer 0 (as with one layer) and the same with
+    ``_l1``, ``_l2``, ... above. ``window`` runs all layers in one fused torch.gru/torch.lstm
+    call (cuDNN on CUDA), as one layer does.
+    """
 
     fused_window = True
+    gates: int  # 3 (GRU) or 4 (LSTM)
 
     def __init__(
         self,
@@ -185,88 +197,109 @@ class GRUModel(RecurrentModel):
         hidden_size: int,
         output_size: int,
         bias: bool = True,
+        layers: int = 1,
         *,
         generator: torch.Generator | None = None,
     ):
         super().__init__()
         _check_sizes(input_size, hidden_size, output_size)
+        if isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= 8:
+            raise ModelError(f"layers={layers!r} is not allowed: use an integer from 1 to 8")
         self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, output_size
-        self.W_ih = nn.Parameter(torch.empty(3 * hidden_size, input_size))
-        self.W_hh = nn.Parameter(torch.empty(3 * hidden_size, hidden_size))
+        self.layers, self.bias = layers, bias
+        G = self.gates * hidden_size
+        # Registration order = initialisation order from ``generator``: with one layer it is the
+        # order the one-layer models always had (W_ih, W_hh, W_qh, b_ih, b_hh, b_q), so a seed
+        # gives the same initial weights as before layers existed.
+        for layer in range(layers):
+            sfx = _layer_suffix(layer)
+            width = input_size if layer == 0 else hidden_size
+            self.register_parameter(f"W_ih{sfx}", nn.Parameter(torch.empty(G, width)))
+            self.register_parameter(f"W_hh{sfx}", nn.Parameter(torch.empty(G, hidden_size)))
         self.W_qh = nn.Parameter(torch.empty(output_size, hidden_size))
         if bias:
-            self.b_ih = nn.Parameter(torch.empty(3 * hidden_size))
-            self.b_hh = nn.Parameter(torch.empty(3 * hidden_size))
+            for layer in range(layers):
+                sfx = _layer_suffix(layer)
+                self.register_parameter(f"b_ih{sfx}", nn.Parameter(torch.empty(G)))
+                self.register_parameter(f"b_hh{sfx}", nn.Parameter(torch.empty(G)))
             self.b_q = nn.Parameter(torch.empty(output_size))
         bound = 1.0 / math.sqrt(hidden_size)
         for p in self.parameters():
             _uniform_(p, bound, generator)
+
+    def _layer_weights(self, params: Params, layer: int) -> list[Tensor]:
+        sfx = _layer_suffix(layer)
+        w = [params[f"W_ih{sfx}"], params[f"W_hh{sfx}"]]
+        return w + [params[f"b_ih{sfx}"], params[f"b_hh{sfx}"]] if self.bias else w
 
     def _weights(self, params: Params) -> list[Tensor]:
-        w = [params["W_ih"], params["W_hh"]]
-        return w + [params["b_ih"], params["b_hh"]] if "b_ih" in params else w
-
-    def cell(self, params: Params, x: Tensor, h: Tensor) -> Tensor:
-        return (
-            torch.gru_cell(x, h, *self._weights(params))
-            if "b_ih" in params
-            else torch.gru_cell(x, h, params["W_ih"], params["W_hh"])
-        )
-
-    def window(self, params: Params, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-        out, h_n = _fused(
-            torch.gru, x, h.unsqueeze(0), self._weights(params), "b_ih" in params, 1, 0.0, True, False, False
-        )
-        return out, h_n.squeeze(0)
+        """The flat weight list of the fused kernels: layer 0's tensors, then layer 1's, ..."""
+        return [w for layer in range(self.layers) for w in self._layer_weights(params, layer)]
 
 
-class LSTMModel(RecurrentModel):
-    """A one-layer LSTM whose state is the tuple (h, c); the readout sees h."""
+class GRUModel(_GatedRNN):
+    """A GRU of ``layers`` layers. State: h (B, H) for one layer, the tuple (h_1, ..., h_L) for more."""
 
-    fused_window = True
+    gates = 3
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        output_size: int,
-        bias: bool = True,
-        *,
-        generator: torch.Generator | None = None,
-    ):
-        super().__init__()
-        _check_sizes(input_size, hidden_size, output_size)
-        self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, output_size
-        self.W_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size))
-        self.W_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))
-        self.W_qh = nn.Parameter(torch.empty(output_size, hidden_size))
-        if bias:
-            self.b_ih = nn.Parameter(torch.empty(4 * hidden_size))
-            self.b_hh = nn.Parameter(torch.empty(4 * hidden_size))
-            self.b_q = nn.Parameter(torch.empty(output_size))
-        bound = 1.0 / math.sqrt(hidden_size)
-        for p in self.parameters():
-            _uniform_(p, bound, generator)
+    def features(self, h: State) -> Tensor:
+        return h[-1] if isinstance(h, tuple) else h
 
-    def init_state(self, batch: int, *, device=None, dtype=None) -> tuple[Tensor, Tensor]:
+    def init_state(self, batch: int, *, device=None, dtype=None) -> State:
         h = super().init_state(batch, device=device, dtype=dtype)
-        return (h, torch.zeros_like(h))
+        return h if self.layers == 1 else tuple(torch.zeros_like(h) for _ in range(self.layers))
 
-    def _weights(self, params: Params) -> list[Tensor]:
-        w = [params["W_ih"], params["W_hh"]]
-        return w + [params["b_ih"], params["b_hh"]] if "b_ih" in params else w
+    def cell(self, params: Params, x: Tensor, h: State) -> State:
+        hs = (h,) if self.layers == 1 else h
+        out = []
+        inp = x
+        for layer in range(self.layers):
+            inp = torch.gru_cell(inp, hs[layer], *self._layer_weights(params, layer))
+            out.append(inp)
+        return out[0] if self.layers == 1 else tuple(out)
 
-    def cell(self, params: Params, x: Tensor, h: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        return tuple(torch.lstm_cell(x, h, *self._weights(params)))
-
-    def window(
-        self, params: Params, x: Tensor, h: tuple[Tensor, Tensor]
-    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        hx = (h[0].unsqueeze(0), h[1].unsqueeze(0))
-        out, h_n, c_n = _fused(
-            torch.lstm, x, hx, self._weights(params), "b_ih" in params, 1, 0.0, True, False, False
+    def window(self, params: Params, x: Tensor, h: State) -> tuple[Tensor, State]:
+        hx = h.unsqueeze(0) if self.layers == 1 else torch.stack(h)
+        out, h_n = _fused(
+            torch.gru, x, hx, self._weights(params), self.bias, self.layers, 0.0, True, False, False
         )
-        return out, (h_n.squeeze(0), c_n.squeeze(0))
+        return out, (h_n.squeeze(0) if self.layers == 1 else tuple(h_n.unbind(0)))
+
+
+class LSTMModel(_GatedRNN):
+    """An LSTM of ``layers`` layers. State: (h, c) for one layer, (h_1..h_L, c_1..c_L) for more."""
+
+    gates = 4
+
+    def features(self, h: State) -> Tensor:
+        return h[self.layers - 1]
+
+    def init_state(self, batch: int, *, device=None, dtype=None) -> tuple[Tensor, ...]:
+        h = super().init_state(batch, device=device, dtype=dtype)
+        return (
+            tuple(torch.zeros_like(h) for _ in range(2 * self.layers))
+            if self.layers > 1
+            else (h, torch.zeros_like(h))
+        )
+
+    def cell(self, params: Params, x: Tensor, h: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        L = self.layers
+        hs, cs = [], []
+        inp = x
+        for layer in range(L):
+            h_l, c_l = torch.lstm_cell(inp, (h[layer], h[L + layer]), *self._layer_weights(params, layer))
+            hs.append(h_l)
+            cs.append(c_l)
+            inp = h_l
+        return (*hs, *cs)
+
+    def window(self, params: Params, x: Tensor, h: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+        L = self.layers
+        hx = (torch.stack(h[:L]), torch.stack(h[L:]))
+        out, h_n, c_n = _fused(
+            torch.lstm, x, hx, self._weights(params), self.bias, L, 0.0, True, False, False
+        )
+        return out, (*h_n.unbind(0), *c_n.unbind(0))
 
 
 class InfluenceBalancingRNN(RecurrentModel):
@@ -325,6 +358,10 @@ MODELS: dict[str, Callable[..., RecurrentModel]] = {
     "linear": lambda D, H, Q, **kw: ElmanRNN(D, H, Q, nonlinearity="linear", **kw),
     "gru": GRUModel,
     "lstm": LSTMModel,
+    # Two-layer stacks as cell names, so a spec picks them with `cell` alone and run ids read
+    # "lstm2x50" (2 x 50): Aicher et al.'s copy-task model is a 2-layer LSTM of 50.
+    "gru2x": lambda D, H, Q, **kw: GRUModel(D, H, Q, layers=2, **kw),
+    "lstm2x": lambda D, H, Q, **kw: LSTMModel(D, H, Q, layers=2, **kw),
     "influence": InfluenceBalancingRNN,
 }
 

@@ -10,6 +10,7 @@ Reads ``<results>/<device_tag>/<sweep>/<run_id>/`` through ``store.load_runs``, 
     tables/<device>/<task>/fair.md|csv           the four fair comparisons, across the task's sweeps
     figures/<device>/<sweep>/<task>/curves.png|svg, quality_vs_cost.png|svg
     figures/truncation_patterns.png|svg, figures/gradient_norms.png|svg
+    tables/reproductions.md                      published claims judged from the records
     tables/index.md                              everything above, plus the skipped run folders
 
 Same records give byte-identical tables and SVGs. Files a previous report wrote and this one did
@@ -19,7 +20,7 @@ out with one warning line each (logger ``tbptt_bench.report.build``). Torch is n
 >>> import tempfile, pathlib
 >>> paths = build_report(tempfile.mkdtemp(), figures=False)
 >>> [p.name for p in paths]
-['index.md', 'manifest.json']
+['reproductions.md', 'index.md', 'manifest.json']
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import pandas as pd
 
 from ..errors import BenchError
 from ..runs import store
-from . import fair, tables
+from . import fair, reproductions, tables
 
 __all__ = ["ReportError", "build_report"]
 
@@ -140,6 +141,8 @@ def build_report(
                 written.append(p)
                 index.append(f"- [{p.name}]({_rel(p, tdir)})")
         index.append("")
+    text(tdir / "reproductions.md", reproductions.reproductions_markdown(loaded.runs))
+    index += ["## Reproductions", "", "- [reproductions.md](reproductions.md)", ""]
     if loaded.skipped:
         index += ["## Skipped run folders", ""]
         index += [f"- `{_rel(p, results)}`: {reason}" for p, reason in loaded.skipped]

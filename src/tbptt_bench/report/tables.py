@@ -412,19 +412,31 @@ def model_groups(runs: pd.DataFrame) -> list[ModelGroup]:
 
 
 def references(runs: pd.DataFrame) -> list[tuple[str, float, str | None]]:
-    """(name, value, note) of the task's reference lines, from the first run (sorted by run_id).
+    """(name, value, note) of the task's reference lines, read from the runs' own records.
 
-    Tables that compare against the optimum use each seed's own value (``Cell.excess``); these
-    lines are what the text and figures draw.
+    Lines computed on the validation stream (language, influence) differ by seed: then the value
+    is the mean over the seeds' records and the note lists each seed's line, so a table never
+    shows one seed's line as every seed's. The note text comes from the first run (by run_id).
     """
     if runs.empty:
         return []
-    r = runs.sort_values("run_id", kind="stable").iloc[0]
+    ordered = runs.sort_values("run_id", kind="stable")
+    first = ordered.iloc[0]
     out = []
     for key, name in REF_NAMES:
-        v = plain(r[f"ref_{key}"])
-        if v is not None:
-            out.append((name, float(v), plain(r[f"ref_{key}_note"])))
+        per_seed: dict[int, float] = {}
+        for seed, v in zip(ordered["seed"], ordered[f"ref_{key}"]):
+            v = plain(v)
+            if v is not None and plain(seed) is not None:
+                per_seed.setdefault(int(seed), float(v))
+        if not per_seed:
+            continue
+        note = plain(first[f"ref_{key}_note"])
+        values = list(per_seed.values())
+        if max(values) - min(values) > 1e-12 * max(1.0, abs(max(values))):
+            seeds = "; ".join(f"seed {s}: {v:.4g}" for s, v in sorted(per_seed.items()))
+            note = f"{note + ' — ' if note else ''}mean over seeds ({seeds})"
+        out.append((name, sum(values) / len(values), note))
     return out
 
 

@@ -4,6 +4,8 @@ A task outside the package is named ``"package.module:Class"`` (a ``Task`` subcl
 from ``sys.path``); see docs/extending.md. Every registered task carries ``smoke_params``, the
 generator parameters of a seconds-long run, so tests parametrize over ``TASKS`` alone.
 
+>>> sorted(TASKS)
+['adding', 'copy', 'echo', 'echo_nochain', 'influence', 'language']
 >>> "echo" in TASKS and all(isinstance(cls.smoke_params, dict) for cls in TASKS.values())
 True
 >>> task = make_task("copy", m=5)
@@ -12,7 +14,7 @@ True
 >>> make_task("nope")
 Traceback (most recent call last):
 ...
-tbptt_bench.tasks.base.TaskError: task='nope' is not allowed: known tasks are echo, copy, adding, influence, language, or 'package.module:Class'
+tbptt_bench.tasks.base.TaskError: task='nope' is not allowed: known tasks are echo, copy, adding, influence, language, echo_nochain, or 'package.module:Class'
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 from .adding import AddingTask
 from .base import Stream, Task, TaskError
 from .copy import CopyTask
-from .echo import EchoTask
+from .echo import EchoNoChainTask, EchoTask
 from .influence import InfluenceTask, optimal_theta
 from .language import LanguageTask
 
@@ -32,6 +34,7 @@ __all__ = [
     "TASKS",
     "AddingTask",
     "CopyTask",
+    "EchoNoChainTask",
     "EchoTask",
     "InfluenceTask",
     "LanguageTask",
@@ -49,6 +52,7 @@ TASKS: dict[str, type[Task]] = {
     "adding": AddingTask,
     "influence": InfluenceTask,
     "language": LanguageTask,
+    "echo_nochain": EchoNoChainTask,
 }
 
 

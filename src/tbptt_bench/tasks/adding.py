@@ -13,6 +13,11 @@ Reference lines (mean squared error per step):
   step; on it, E[sum] = 1 (error variance 2/12) unless the second marker falls on the query
   step itself (probability q = 1 / (L - L//2)), when it predicts value + 1/2 (variance
   1/12). Averaged over the L steps: ((1 - q)/6 + q/12) / L. L = 20: 0.0079167.
+* ``partial`` ("second value only"): a predictor that remembers the second marked value
+  (at most L/2 steps back) but not the first predicts v2 + 1/2 at the query: error variance
+  Var(v1) = 1/12 once per segment, 1 / (12 L). L = 20: 0.0041667.
+* ``predict_zero``: the constant output 0 (where an untrained network starts): error
+  E[(v1 + v2)^2] = Var + mean^2 = 2/12 + 1 on the query step, (1 + 1/6) / L. L = 20: 0.0583333.
 
 >>> task = AddingTask(segment_length=4)
 >>> s = task.make_train(seed=0, epoch=0, batch=1, length=8)
@@ -20,8 +25,8 @@ Reference lines (mean squared error per step):
 [[0.85, 1.0, 0.0], [0.64, 0.0, 0.0], [0.51, 0.0, 0.0], [0.27, 1.0, 1.0], [0.31, 0.0, 0.0], [0.04, 1.0, 0.0], [0.08, 0.0, 0.0], [0.02, 1.0, 1.0]]
 >>> s.y[:, 0, 0].double().numpy().round(2).tolist()
 [0.0, 0.0, 0.0, 1.12, 0.0, 0.0, 0.0, 0.06]
->>> round(task.references(s)["no_memory"], 7)
-0.03125
+>>> {k: round(v, 7) for k, v in task.references(s).items()}
+{'predict_zero': 0.2916667, 'no_memory': 0.03125, 'partial': 0.0208333, 'optimal': 0.0}
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ class AddingTask(Task):
     loss: ClassVar[str] = "mse"
     reference_notes: ClassVar[dict[str, str]] = {
         "no_memory": "best predictor seeing only the current input (E[sum] on query steps, 0 elsewhere)",
+        "partial": "second value only: remembers the second marked value, predicts v2 + 1/2",
+        "predict_zero": "the constant prediction 0: E[(v1 + v2)^2] = 1 + 1/6 per segment",
         "optimal": "0: with memory the two marked values are known at the query",
     }
 
@@ -83,4 +90,9 @@ class AddingTask(Task):
         """Reference lines in MSE per step (closed forms from the parameters)."""
         L = self.segment_length
         q = 1.0 / (L - L // 2)  # chance that the second marker sits on the query step
-        return {"no_memory": ((1.0 - q) / 6.0 + q / 12.0) / L, "optimal": 0.0}
+        return {
+            "predict_zero": (1.0 + 2.0 / 12.0) / L,
+            "no_memory": ((1.0 - q) / 6.0 + q / 12.0) / L,
+            "partial": 1.0 / (12.0 * L),
+            "optimal": 0.0,
+        }

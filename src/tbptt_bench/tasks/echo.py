@@ -31,9 +31,38 @@ import torch
 
 from .base import Stream, Task, TaskError, check_float, check_int, one_hot
 
-__all__ = ["EchoTask", "binary_entropy"]
+__all__ = ["EchoNoChainTask", "EchoTask", "binary_entropy", "min_learning_window"]
 
 _MAX_LAGS = 16
+
+
+def min_learning_window(lags: tuple[int, ...] | list[int]) -> int:
+    """The smallest TF-style window k from which every lag can be learned, by the chaining argument.
+
+    A loss at step t backpropagated d steps traverses the cells t-d+1..t, so the input weight
+    sees x_{t-d+1}: a lag l is learned *directly* when the window's deepest loss reaches it,
+    l <= k - 1. A lag is also learned by *chaining* when the state at t-k already carries the
+    bit it needs: a network that predicts from lag l' keeps X at lags 0..l' in its state, so
+    h_{t-k} holds X_{t-k-l'} and the gradient from t teaches it to carry that bit k more steps:
+    l <= l' + k for an already learned l'. Iterate until nothing new is learned. r2rt's
+    (3, 8): k = 5 learns 3 directly and 8 = 3 + 5 by chaining. (1, 9): 9 <= 1 + k needs k >= 8.
+
+    >>> min_learning_window((3, 8)), min_learning_window((1, 9)), min_learning_window((8,))
+    (5, 8, 9)
+    """
+    todo = sorted(int(v) for v in lags)
+    for k in range(2, max(todo) + 2):
+        learned: list[int] = []
+        grew = True
+        while grew:
+            grew = False
+            for lag in todo:
+                if lag not in learned and (lag <= k - 1 or any(lag <= short + k for short in learned)):
+                    learned.append(lag)
+                    grew = True
+        if len(learned) == len(todo):
+            return k
+    return max(todo) + 1  # unreachable: k = max lag + 1 learns every lag directly
 
 
 def binary_entropy(p: float) -> float:
@@ -120,3 +149,25 @@ class EchoTask(Task):
             refs["partial"] = sum(binary_entropy(float(q)) for q in given) / 2
         refs["optimal"] = optimal
         return refs
+
+
+@dataclass(frozen=True)
+class EchoNoChainTask(EchoTask):
+    """The echo task with lags (1, 9): the long lag cannot be reached by chaining through short windows.
+
+    Same effects and base as r2rt's task, so the same reference lines (0.6616 / 0.5192 / 0.4545
+    nats), but with lags (1, 9) the chaining route (see ``min_learning_window``) needs a window
+    of k >= 8 (9 <= 1 + k), and a direct route k >= 10. TF-style(5) can learn the lag-1 line
+    only; a window of 10 or more can reach the both-lags line. r2rt's (3, 8) lets TF-style(5)
+    reach it by 8 = 3 + 5.
+
+    >>> task = EchoNoChainTask()
+    >>> task.lags, min_learning_window(task.lags)
+    ((1, 9), 8)
+    >>> {k: round(v, 7) for k, v in task.references().items()}
+    {'no_memory': 0.6615632, 'partial': 0.5191667, 'optimal': 0.4544544}
+    """
+
+    lags: tuple[int, ...] = (1, 9)
+
+    name: ClassVar[str] = "echo_nochain"
