@@ -86,10 +86,14 @@ def fmt_lr(lr: float) -> str:
 
 
 def _f(x: float | None, spec: str) -> str:
+    if x is not None and spec.endswith("f") and abs(x) >= 1e6:  # a blow-up: 3 significant digits, not 30
+        return format(x, ".3g")
     return DASH if x is None else format(x, spec)
 
 
 def _csv_num(x: float | None, digits: int = 6) -> str:
+    if x is not None and abs(x) >= 1e6:
+        return f"{x:.{digits}g}"
     return "" if x is None else f"{x:.{digits}f}"
 
 
@@ -157,7 +161,7 @@ def cell_text(c: Cell) -> str:
         if c.runs == 0:
             return DASH
         return "diverged" if c.diverged else ("failed" if c.failed else "n/a")
-    text = f"{c.mean:.3f}" + (f" ± {c.sd:.3f}" if c.sd is not None else "")
+    text = _f(c.mean, ".3f") + (f" ± {_f(c.sd, '.3f')}" if c.sd is not None else "")
     bad = [f"{k}/{c.runs} {word}" for k, word in ((c.diverged, "diverged"), (c.failed, "failed")) if k]
     return text + (f" ({', '.join(bad)})" if bad else "")
 
@@ -484,7 +488,7 @@ def _reach(v: float, refs: dict[str, float], tol: float) -> str:
 
 
 def _at(c: Cell) -> str:
-    return f"{c.style_label} ({c.mean:.3f} at lr {fmt_lr(c.lr)})"
+    return f"{c.style_label} ({_f(c.mean, '.3f')} at lr {fmt_lr(c.lr)})"
 
 
 def summary_markdown(runs: pd.DataFrame, tolerance: float = 0.05) -> str:

@@ -72,8 +72,11 @@ class RunRecord:
 
 
 class _Diverged(Exception):
+    """A non-finite loss, or a finite one beyond ``store.BLOWUP_LOSS`` (a blow-up recorded as "ok"
+    would be printed and ranked as a result)."""
+
     def __init__(self, update: int):
-        super().__init__(f"non-finite loss at update {update}")
+        super().__init__(f"non-finite or blown-up loss at update {update}")
         self.update = update
 
 
@@ -172,12 +175,20 @@ def base_config(config: RunConfig, device: str) -> dict[str, Any]:
     }
 
 
-def failed_record(config: RunConfig, device: str, error: str) -> RunRecord:
-    """The record of a run whose worker died before reporting (written by the sweep driver)."""
+def failed_record(
+    config: RunConfig, device: str, error: str, failure_kind: str = "infrastructure"
+) -> RunRecord:
+    """The record of a run whose worker died before reporting (written by the sweep driver).
+
+    ``failure_kind``: "infrastructure" (killed, out of memory or disk: the next sweep retries it)
+    or "deterministic" (the run's own exception: retried only with ``--retry-failed``).
+    """
     summary = {k: None for k in store.SUMMARY_KEYS}
     summary.update(
         status="failed",
         error=error,
+        failure_kind=failure_kind,
+        config_hash=config.config_hash,
         train_wall_s=0.0,
         eval_wall_s=0.0,
         warmup_updates=0,
@@ -218,7 +229,7 @@ def run_record(config: RunConfig, device: str, progress: Progress | None = None)
         "saved": None,
         "path": None,
     }
-    status, error, diverged_at = "ok", None, None
+    status, error, diverged_at, failure_kind = "ok", None, None, None
     try:
         # 1. Seed everything from the config's seed; build the task, streams and model on CPU.
         torch.manual_seed(config.seed)
@@ -269,7 +280,7 @@ def run_record(config: RunConfig, device: str, progress: Progress | None = None)
                     "loss": loss,
                 }
             )
-            if not math.isfinite(loss):
+            if not math.isfinite(loss) or abs(loss) > store.BLOWUP_LOSS:
                 raise _Diverged(st["updates"])
 
         # 2. Train epoch by epoch on fresh streams, state reset each epoch (h0=None).
@@ -295,7 +306,7 @@ def run_record(config: RunConfig, device: str, progress: Progress | None = None)
                         "loss": rec.loss,
                     }
                 )
-                if not math.isfinite(rec.loss):
+                if not math.isfinite(rec.loss) or abs(rec.loss) > store.BLOWUP_LOSS:
                     raise _Diverged(st["updates"])
                 if st["updates"] == b.warmup_updates:
                     st["warm"] = (st["train_s"], st["timesteps"])
@@ -325,12 +336,25 @@ def run_record(config: RunConfig, device: str, progress: Progress | None = None)
     except _Diverged as d:
         status, diverged_at = "diverged", d.update
     except Exception as e:
-        status, error = "failed", f"{type(e).__name__}: {e}".splitlines()[0]
+        status, error = "failed", store.cut_text(f"{type(e).__name__}: {e}".splitlines()[0], 400)
+        failure_kind = _failure_kind(e)
         if device == "cuda":
             torch.cuda.empty_cache()
 
     summary = _summary(st, config, device, status, error, diverged_at)
+    summary["failure_kind"] = failure_kind
+    summary["config_hash"] = config.config_hash
     return RunRecord(config=cfg_out, env=env, curve=curve, summary=summary)
+
+
+def _failure_kind(e: BaseException) -> str:
+    """ "infrastructure" for exhaustion of the machine (memory, disk): the next sweep retries the run;
+    "deterministic" for the run's own exceptions (same config, same error): kept."""
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
+        return "infrastructure"
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return "infrastructure"
+    return store.classify_failure(f"{type(e).__name__}: {e}")
 
 
 def _to(stream: Any, device: str) -> Any:
