@@ -36,16 +36,52 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):  # type: ignore[override]
         message = re.sub(r"\s*[\r\n]+\s*", " ", message)  # e.g. an unrecognized argument holding a newline
-        self.exit(2, f"{PROG}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{PROG}: error: {_cut(message)} (see {self.prog} --help)\n")
+
+
+#: An error line is cut here: a 100 KB argument is named, not echoed in full.
+MAX_ERROR_CHARS = 400
+
+
+def _cut(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    if len(text) <= limit:
+        return text
+    tail = f"... ({len(text)} chars)"
+    return text[: limit - len(tail)] + tail
 
 
 def _positive_int(text: str) -> int:
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not allowed: use a positive integer") from None
+        raise argparse.ArgumentTypeError(
+            f"{_cut(repr(text), 80)} is not allowed: use a positive integer"
+        ) from None
     if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not allowed: use a positive integer")
+        raise argparse.ArgumentTypeError(f"{_cut(repr(text), 80)} is not allowed: use a positive integer")
+    return v
+
+
+#: --jobs and --threads above this are typos (and each job is a process, each thread a core).
+MAX_WORKERS = 1024
+
+
+def _worker_count(text: str) -> int:
+    v = _positive_int(text)
+    if v > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(
+            f"{_cut(repr(text), 80)} is not allowed: use a positive integer up to {MAX_WORKERS}"
+        )
+    return v
+
+
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 0 < v <= 10**7:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"{_cut(repr(text), 80)} is not allowed: use seconds in (0, 1e7]")
     return v
 
 
@@ -56,7 +92,9 @@ MAX_SEEDS = 1000
 def _seed_count(text: str) -> int:
     v = _positive_int(text)
     if v > MAX_SEEDS:
-        raise argparse.ArgumentTypeError(f"{text!r} is not allowed: use a positive integer up to {MAX_SEEDS}")
+        raise argparse.ArgumentTypeError(
+            f"{_cut(repr(text), 80)} is not allowed: use a positive integer up to {MAX_SEEDS}"
+        )
     return v
 
 
@@ -161,6 +199,10 @@ def _sweep(args, preset: str) -> int:
     from .runs import envinfo, sweep
     from .styles import parse_style
 
+    if not str(args.results).strip():  # "" would silently mean the current folder
+        raise CLIError("--results '' is not allowed: name a results folder, e.g. --results results")
+    if args.address and args.backend != "ray":
+        raise CLIError(f"--address {_cut(repr(args.address), 80)} is not allowed without --backend ray")
     specs = _load_specs(args.specs, args.specs_dir)
     if not specs:
         raise CLIError("no task specs to run")
@@ -175,7 +217,7 @@ def _sweep(args, preset: str) -> int:
         device = envinfo.resolve_device(args.device)
         tag = sweep.local_device_tag(device)
     results = Path(args.results)
-    runs = sweep.plan(specs, preset, tag, results, args.seeds, args.style)
+    runs = sweep.plan(specs, preset, tag, results, args.seeds, args.style, retry_failed=args.retry_failed)
     if args.dry_run:
         return _print_plan(runs, args.force)
     _check_writable(results)
@@ -186,7 +228,7 @@ def _sweep(args, preset: str) -> int:
             flush=True,
         )
         for r in runs:
-            if r.state == "incomplete":
+            if r.state in ("incomplete", "retry"):
                 print(f"{PROG}: rerunning {r.run_dir} ({r.reason})", flush=True)
     counts = sweep.execute(
         runs,
@@ -198,13 +240,16 @@ def _sweep(args, preset: str) -> int:
         force=args.force,
         quiet=args.quiet,
         address=args.address,
+        retry_failed=args.retry_failed,
+        lock_timeout_s=args.lock_timeout,
     )
     if not args.quiet:
         print(
             f"{PROG}: done: "
             + ", ".join(f"{k} {counts.get(k, 0)}" for k in ("ok", "diverged", "failed", "skipped"))
+            + (f", not run {counts['not_run']}" if counts.get("not_run") else "")
         )
-    return 1 if counts.get("failed") else 0
+    return 1 if counts.get("failed") or counts.get("not_run") else 0
 
 
 def _print_plan(runs, force: bool) -> int:
@@ -295,14 +340,14 @@ def _sweep_flags(p: argparse.ArgumentParser, default_preset: str) -> None:
     p.add_argument("--results", default="results", metavar="DIR", help="results folder (default results/)")
     p.add_argument(
         "--jobs",
-        type=_positive_int,
+        type=_worker_count,
         default=1,
         metavar="N",
         help="worker processes running at once, each run in a fresh process (default 1)",
     )
     p.add_argument(
         "--threads",
-        type=_positive_int,
+        type=_worker_count,
         default=1,
         metavar="N",
         help="torch intra-op threads per run (default 1: small RNNs are latency-bound)",
@@ -328,6 +373,19 @@ def _sweep_flags(p: argparse.ArgumentParser, default_preset: str) -> None:
         "--specs-dir",
         metavar="DIR",
         help="folder of <task>.toml specs (default: ./tasks or the checkout's tasks/)",
+    )
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="also rerun runs that failed by their own exception (failures of the machine -- a killed "
+        "worker, out of memory or disk -- are always rerun)",
+    )
+    p.add_argument(
+        "--lock-timeout",
+        type=_seconds,
+        default=600.0,
+        metavar="S",
+        help="leave out a run another process has held this long (default 600 s; said after 10 s)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-run lines")
 
@@ -416,13 +474,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     except OSError as e:  # the file system refused (a name too long, a full disk): no traceback
-        print(f"{PROG}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        print(f"{PROG}: error: {_cut(_first_line(e))}", file=sys.stderr)
         return 2
     except Exception as e:
         if _is_input_error(e):
-            print(f"{PROG}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+            print(f"{PROG}: error: {_cut(_first_line(e))}", file=sys.stderr)
             return 2
         raise
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).splitlines()
+    return lines[0] if lines and lines[0] else type(e).__name__
 
 
 def _is_input_error(e: Exception) -> bool:

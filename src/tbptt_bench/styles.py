@@ -48,13 +48,26 @@ class StyleError(ValueError):
     """A style was asked for with values SPEC.md does not allow."""
 
 
+#: Bounds at the door (issue #16): a window longer than 1e9 steps, or a pi below 1e-9 (a mean
+#: reach of more than 1e9 steps), is no truncation any run here can tell from full BPTT, and beyond
+#: them 1/pi overflows (random(5e-324)) or a k leaves int64 in the records.
+MAX_K = 10**9
+MIN_PI = 1e-9
+
+
 def _check_k(name: str, value: int | None) -> None:
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_K:
         raise StyleError(
-            f"{name}={value!r} is not allowed: {name} must be a positive integer (or None for the whole sequence)"
+            f"{name}={_short(value)} is not allowed: {name} must be an integer from 1 to {MAX_K} "
+            "(or None for the whole sequence)"
         )
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 20] + f"... ({len(text)} chars)"
 
 
 @dataclass(frozen=True)
@@ -185,10 +198,10 @@ class RandomTruncation:
         if (
             isinstance(pi, bool)
             or not isinstance(pi, (int, float))
-            or not (0.0 < float(pi) <= 1.0)
             or math.isnan(pi)
+            or not (MIN_PI <= float(pi) <= 1.0)
         ):
-            raise StyleError(f"pi={pi!r} is not allowed: pi must be a number in (0, 1]")
+            raise StyleError(f"pi={_short(pi)} is not allowed: pi must be a number in [{MIN_PI:g}, 1]")
         _check_k("k1", self.k1)
         _check_k("k2", self.k2)
         if not isinstance(self.per_stream, bool):

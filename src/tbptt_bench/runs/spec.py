@@ -88,22 +88,38 @@ class _Bad(Exception):
     pass
 
 
-def _pos_int(v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise _Bad("a positive integer")
-    return v
+# Upper bounds at the door (issue #16): far above any run this benchmark makes, far below values
+# that overflow int64 in the records or only fail after minutes of planning or by memory.
+# The sweep also estimates each run's memory from these (``sweep.estimate_run_bytes``).
+MAX_STEPS = 10**8  # row_len, val_len: steps per row
+MAX_ROWS = 10**6  # batch, val_batch
+MAX_COUNT = 10**9  # epochs, eval_every_updates, warmup_updates
+MAX_HIDDEN = 65536
+MAX_SEED = 2**31 - 1
+MAX_LR = 1e3
+MAX_CLIP = 1e12
 
 
-def _nonneg_int(v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise _Bad("an integer >= 0")
-    return v
+def _int_in(lo: int, hi: int) -> Callable[[Any], int]:
+    def check(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise _Bad(f"an integer from {lo} to {hi}")
+        return v
+
+    return check
 
 
-def _pos_float(v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-        raise _Bad("a positive number")
-    return float(v)
+def _float_in(hi: float) -> Callable[[Any], float]:
+    def check(v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v <= hi:
+            raise _Bad(f"a positive number up to {hi:g}")
+        return float(v)
+
+    return check
+
+
+_pos_int = _int_in(1, MAX_COUNT)
+_nonneg_int = _int_in(0, MAX_COUNT)
 
 
 def _str(v: Any) -> str:
@@ -154,16 +170,16 @@ def _freeze(v: Any) -> Any:
 
 _BUDGET_KEYS: dict[str, Callable[[Any], Any]] = {
     "epochs": _pos_int,
-    "batch": _pos_int,
-    "row_len": _pos_int,
-    "val_batch": _pos_int,
-    "val_len": _pos_int,
+    "batch": _int_in(1, MAX_ROWS),
+    "row_len": _int_in(1, MAX_STEPS),
+    "val_batch": _int_in(1, MAX_ROWS),
+    "val_len": _int_in(1, MAX_STEPS),
     "eval_every_updates": _pos_int,
     "warmup_updates": _nonneg_int,
 }
-_HIDDEN = _list_of(_pos_int, "positive integers")
-_LRS = _list_of(_pos_float, "positive numbers")
-_SEEDS = _list_of(_nonneg_int, "integers >= 0")
+_HIDDEN = _list_of(_int_in(1, MAX_HIDDEN), f"integers from 1 to {MAX_HIDDEN}")
+_LRS = _list_of(_float_in(MAX_LR), f"positive numbers up to {MAX_LR:g}")
+_SEEDS = _list_of(_int_in(0, MAX_SEED), f"integers from 0 to {MAX_SEED}")
 _STYLES = _list_of(_style, "style strings like 'tf_style(5)'")
 _OVERRIDE_KEYS: dict[str, Callable[[Any], Any]] = {
     **_BUDGET_KEYS,
@@ -176,7 +192,7 @@ _OVERRIDE_KEYS: dict[str, Callable[[Any], Any]] = {
 _SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
     "task": {"name": (_str, True), "params": (_table, False)},
     "model": {"cell": (_str, True), "hidden_sizes": (_HIDDEN, True)},
-    "optimizer": {"name": (_optimizer, True), "lrs": (_LRS, True), "clip": (_pos_float, False)},
+    "optimizer": {"name": (_optimizer, True), "lrs": (_LRS, True), "clip": (_float_in(MAX_CLIP), False)},
     "budget": {k: (c, True) for k, c in _BUDGET_KEYS.items()},
     "sweep": {"styles": (_STYLES, True), "seeds": (_SEEDS, True)},
 }
@@ -308,7 +324,9 @@ def _check_section(path: str, where: str, table: Any, schema: Mapping[str, tuple
         try:
             out[key] = check(table[key])
         except _Bad as e:
-            raise SpecError(f"{path}: {where}.{key} = {table[key]!r} is not allowed: expected {e}") from None
+            shown = repr(table[key])
+            shown = shown if len(shown) <= 200 else shown[:180] + f"... ({len(shown)} chars)"
+            raise SpecError(f"{path}: {where}.{key} = {shown} is not allowed: expected {e}") from None
     return out
 
 
