@@ -406,8 +406,8 @@ def remove_stale_claims(folder: str | os.PathLike) -> int:
 def _read_json(path: Path) -> dict:
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise StoreError(f"{path.name} is unreadable: {e}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise StoreError(f"{path.name} is unreadable: {cut_text(str(e) or type(e).__name__, 200)}") from None
     if not isinstance(obj, dict):
         raise StoreError(f"{path.name} is not a JSON object")
     return obj
