@@ -391,3 +391,29 @@ def test_the_report_on_a_full_disk_is_a_one_line_error_and_keeps_the_old_tables(
     ), err
     assert {p: p.read_bytes() for p in (results / "tables").rglob("*") if p.is_file()} == before
     assert [p.name for p in results.rglob(".*")] == []
+
+
+# -- a finite blow-up is a divergence, not a result (issue #16, doubtful case) ---------------------
+def test_a_finite_blow_up_is_recorded_diverged_and_printed_short(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import tbptt_bench.engine.train as engine
+
+    def blow_up(model, x, y, style, optimizer, *, callback=None, **k):
+        for t, loss in ((5, 0.7), (10, 6.3e29)):  # a CE of 6.3e29: finite, and no result
+            callback(SimpleNamespace(t=t, loss=loss, clipped=False))
+        raise AssertionError("the harness must stop the run at the blow-up")
+
+    monkeypatch.setattr(engine, "train_stream", blow_up)
+    monkeypatch.setattr(harness, "_saved_bytes_probe", lambda *a, **k: None)
+    cfg = _config()
+    rec = harness.run_record(cfg, "cpu")
+    monkeypatch.undo()
+    assert rec.summary["status"] == "diverged" and rec.summary["diverged_at_update"] == 2
+    run_dir = tmp_path / "cpu-x" / "smoke" / cfg.run_id
+    harness.write_record(run_dir, rec)
+    assert sweep.run_problem(run_dir) is None  # a valid record of a diverged run
+    from tbptt_bench.report import tables
+
+    assert tables._f(6.3e29, ".3f") == "6.3e+29" and tables._csv_num(6.3e29) == "6.3e+29"
+    assert tables._f(0.4567, ".3f") == "0.457"
