@@ -4,7 +4,7 @@ Issue #16, class 2. Real records (an echo smoke sweep, trained in-process) are c
 field -- wrong types, int64 overflow, negative counts, NaN/Infinity/-Infinity, null where a value
 is required, a summary that disagrees with its curve or status, a config edited after the run
 (its hash no longer names the folder) -- each copy in its own device folder of one results root.
-Then ``store.validate_record``, ``store.load_runs`` (the loader; ``tbptt_bench.load_results`` is
+216 cases. Then ``store.validate_record``, ``store.load_runs`` (the loader; ``tbptt_bench.load_results`` is
 added by the report-page helper on another branch), ``build_report``, ``compare`` and the sweep's
 ``plan`` must name exactly the same folders invalid, none may raise, each invalid one is reported
 (one warning line each) and planned for a rerun, and a rerun restores every one of them.
@@ -200,7 +200,7 @@ def test_sweep_report_compare_and_loader_agree_on_every_corrupted_record(base, t
     src_root, runs = base
     root = tmp_path / "results"
     cases = _build_corpus(root, runs[0].run_dir)
-    assert len(cases) > 150
+    assert len(cases) == 216
     folders = {folder: name for name, (folder, _) in cases.items()}
     # 1. the one definition
     invalid = {f for f in folders if store.validate_record(f)}

@@ -6,10 +6,13 @@
     tbptt-bench report results/               # tables and figures from the records alone
     tbptt-bench compare results/cpu-x results/cuda-y --out results/compare
 
-Bad input (unknown task, style, preset or device, CUDA absent, --jobs 0, an unwritable results
-folder, a broken spec file) prints one line ``tbptt-bench: error: ...`` on stderr and exits 2
-before anything is trained or written; so does a file-system error met later (a full disk).
-Exit 1 means some run failed (a run's own error is recorded in its summary); 130 an interrupt.
+Bad input (unknown task, style, preset or device, CUDA absent, --jobs 0, a number out of its
+bounds, a run too big for this machine's memory by estimate, an unwritable results folder, a broken
+spec file) prints one line ``tbptt-bench: error: ...`` (cut at 400 characters) on stderr and exits 2
+before anything is trained or written; so does a file-system error met later (a full disk stops the
+sweep). Exit 1 means some run failed (its error and ``failure_kind`` are in its summary) or was
+left out ("not run": held too long by another process, or a damaged folder that cannot be removed);
+130 an interrupt. See docs/reliability.md.
 """
 
 from __future__ import annotations
