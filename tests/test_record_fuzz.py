@@ -3,8 +3,8 @@
 Issue #16, class 2. Real records (an echo smoke sweep, trained in-process) are corrupted field by
 field -- wrong types, int64 overflow, negative counts, NaN/Infinity/-Infinity, null where a value
 is required, a summary that disagrees with its curve or status, a config edited after the run
-(its hash no longer names the folder) -- each copy in its own device folder of one results root.
-216 cases. Then ``store.validate_record``, ``store.load_runs`` (the loader; ``tbptt_bench.load_results`` is
+(its hash no longer names the folder) -- 216 cases, each copy in its own device folder of one
+results root. Then ``store.validate_record``, ``store.load_runs`` (the loader; ``tbptt_bench.load_results`` is
 added by the report-page helper on another branch), ``build_report``, ``compare`` and the sweep's
 ``plan`` must name exactly the same folders invalid, none may raise, each invalid one is reported
 (one warning line each) and planned for a rerun, and a rerun restores every one of them.

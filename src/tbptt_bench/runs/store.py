@@ -128,9 +128,9 @@ STATUSES = ("ok", "diverged", "failed")
 #: the next sweep; "deterministic" (an exception the run itself raises) only with ``--retry-failed``.
 FAILURE_KINDS = ("infrastructure", "deterministic")
 INT64_MAX = 2**63 - 1
-#: A loss above this is a blow-up, not a result: the harness stops the run as "diverged" (the
-#: tasks' losses are O(1): CE <= log(vocabulary), MSE of targets in [0, 2]; 1e6 leaves room for
-#: any transient while catching e.g. a CE of 6.3e29 that would otherwise be recorded "ok").
+#: A run whose last validation loss is above this is a blow-up, not a result: the harness records
+#: it "diverged" (the tasks' losses are O(1): CE <= log(vocabulary), MSE of targets in [0, 2];
+#: e.g. a CE of 6.3e29 was recorded "ok"). Transients above it that training recovers from are fine.
 BLOWUP_LOSS = 1e6
 LOSSES = ("ce", "mse")
 SPLITS = ("train", "val")
