@@ -506,6 +506,16 @@ def test_a_run_too_big_is_refused_at_the_door_with_its_estimate(no_training, fuz
     assert status == 2 and err.count("\n") == 1 and message in err, err
 
 
+def test_a_huge_vocabulary_is_refused_by_its_parameter_memory(no_training, fuzz_dir, monkeypatch):
+    monkeypatch.setattr(sweep, "machine_memory_bytes", lambda: 64 * 2**30)  # any machine: 64 GiB
+    lang = BASE_SPECS["language"]
+    doc = {**lang, "task": {**lang["task"], "params": {**lang["task"].get("params", {}), "vocab": 10**9}}}
+    path = fuzz_dir / "vocab.toml"
+    path.write_text(dumps(doc))
+    status, out, err = call_main(["sweep", str(path), "--dry-run", "--results", str(fuzz_dir / "r")])
+    assert status == 2 and err.count("\n") == 1 and "GiB by estimate" in err and "parameters" in err, err
+
+
 def test_spec_bounds_hold_for_hidden_sizes_seeds_lrs_and_clip(no_training, fuzz_dir):
     echo = BASE_SPECS["echo"]
     cases = [
@@ -513,6 +523,7 @@ def test_spec_bounds_hold_for_hidden_sizes_seeds_lrs_and_clip(no_training, fuzz_
         ({**echo, "sweep": {**echo["sweep"], "seeds": [2**40]}}, "sweep.seeds"),
         ({**echo, "optimizer": {**echo["optimizer"], "lrs": [1e300]}}, "optimizer.lrs"),
         ({**echo, "optimizer": {**echo["optimizer"], "clip": 1e300}}, "optimizer.clip"),
+        ({**echo, "task": {"name": "echo", "params": {"lags": [3, 10**12]}}}, "task.params"),
     ]
     for doc, key in cases:
         path = fuzz_dir / "bounds.toml"

@@ -156,7 +156,23 @@ def _list_of(item: Callable[[Any], Any], what: str) -> Callable[[Any], tuple]:
 def _table(v: Any) -> dict:
     if not isinstance(v, dict):
         raise _Bad("a table")
+    for x in _numbers(v):  # task parameters: each task checks its own; these bounds hold for all
+        if isinstance(x, float) and not math.isfinite(x):
+            raise _Bad("a table of finite numbers")
+        if isinstance(x, int) and not -MAX_COUNT <= x <= MAX_COUNT:
+            raise _Bad(f"a table of numbers within +-{MAX_COUNT}")
     return {k: _freeze(x) for k, x in v.items()}
+
+
+def _numbers(v: Any) -> Iterable[Any]:
+    if isinstance(v, dict):
+        for x in v.values():
+            yield from _numbers(x)
+    elif isinstance(v, list):
+        for x in v:
+            yield from _numbers(x)
+    elif isinstance(v, (int, float)) and not isinstance(v, bool):
+        yield v
 
 
 def _freeze(v: Any) -> Any:

@@ -154,15 +154,16 @@ class MemoryEstimate:
     streams: int  # the training stream (the first is kept for the probe) and the validation stream
     activations: int  # the graph autograd keeps over one backward window
     bookkeeping: int  # the plan of updates, and the curve rows kept in memory until the end
+    parameters: int = 0  # weights, gradients and two optimizer buffers (a 1e9-word vocabulary ...)
 
     @property
     def total(self) -> int:
-        return self.streams + self.activations + self.bookkeeping
+        return self.streams + self.activations + self.bookkeeping + self.parameters
 
     def __str__(self) -> str:
         return (
             f"streams {_gib(self.streams)}, activations {_gib(self.activations)}, "
-            f"update plan and curve {_gib(self.bookkeeping)}"
+            f"parameters {_gib(self.parameters)}, update plan and curve {_gib(self.bookkeeping)}"
         )
 
 
@@ -175,7 +176,8 @@ def estimate_run_bytes(cfg: RunConfig, task: Any) -> MemoryEstimate:
 
     float32 streams of ``batch x row_len x (inputs + outputs)`` (two: the first epoch's is kept),
     the validation stream, about 8 hidden-sized float32 tensors per step of the longest backward
-    window, and ~200 bytes of Python per planned update (update list, curve row).
+    window, the weights with their gradients and two optimizer buffers, and ~200 bytes of Python
+    per planned update (update list, curve row).
     """
     from ..styles import parse_style
 
@@ -189,7 +191,13 @@ def estimate_run_bytes(cfg: RunConfig, task: Any) -> MemoryEstimate:
     activations = 4 * 8 * cfg.hidden_size * b.batch * max(window, 1) + 4 * 8 * cfg.hidden_size * b.val_batch
     per_epoch = -(-b.row_len // k1)
     bookkeeping = 200 * per_epoch * (b.epochs + 1)
-    return MemoryEstimate(streams, activations, bookkeeping)
+    n_in, n_out, h = (
+        int(getattr(task, "input_size", 1)),
+        int(getattr(task, "output_size", 1)),
+        cfg.hidden_size,
+    )
+    parameters = 4 * 4 * (n_in * h + h * h + h * n_out + 2 * h + n_out)
+    return MemoryEstimate(streams, activations, bookkeeping, parameters)
 
 
 def machine_memory_bytes() -> int | None:
