@@ -152,7 +152,7 @@ def _load_specs(names: Sequence[str], specs_dir: str | None):
 def _cmd_list(args) -> int:
     from . import styles
     from .runs.spec import SWEEP_PRESETS, SpecError, load_specs
-    from .runs.store import is_complete, iter_run_dirs
+    from .runs.store import check_run, iter_run_dirs
 
     try:
         from .tasks import TASKS
@@ -182,7 +182,7 @@ def _cmd_list(args) -> int:
         if len(rel) == 3:
             t = tags.setdefault(rel[0], [0, 0])
             t[0] += 1
-            t[1] += is_complete(run)
+            t[1] += check_run(run) is None  # the one definition of a valid record
     print(f"devices in {root}:", "none" if not tags else "")
     for tag, (n, done) in sorted(tags.items()):
         print(f"  {tag}: {done} complete runs of {n}")

@@ -458,25 +458,39 @@ def _read_curve(path: Path) -> list[dict]:
     if header is None or tuple(header) not in (CURVE_COLUMNS, CURVE_COLUMNS_V2):
         raise StoreError(f"curve.csv header {_cut(header)} is not {list(CURVE_COLUMNS)}")
     columns = tuple(header)
-    ints = [c for c in ("update", "timesteps", "backprop_steps") if c in columns]
+    v2 = columns == CURVE_COLUMNS_V2
+    n_cols = len(columns)
     rows = []
     for n, rec in enumerate(reader, start=2):
-        if len(rec) != len(columns) or rec[0] not in SPLITS:
+        if len(rec) != n_cols or rec[0] not in SPLITS:
             raise StoreError(f"curve.csv line {n} is malformed: {_cut(rec)}")
-        raw = dict(zip(columns, rec))
-        try:
-            row = {"split": raw["split"], **{c: int(raw[c]) for c in ints}}
-            row["train_wall_s"] = float(raw["train_wall_s"])
-            row["loss"] = float(raw["loss"])
+        try:  # positions, not a dict per row: the full results hold over a million rows
+            if v2:
+                row = {
+                    "split": rec[0],
+                    "update": int(rec[1]),
+                    "timesteps": int(rec[2]),
+                    "backprop_steps": int(rec[3]),
+                    "train_wall_s": float(rec[4]),
+                    "loss": float(rec[5]),
+                }
+                counts = (row["update"], row["timesteps"], row["backprop_steps"])
+            else:
+                row = {
+                    "split": rec[0],
+                    "update": int(rec[1]),
+                    "timesteps": int(rec[2]),
+                    "train_wall_s": float(rec[3]),
+                    "loss": float(rec[4]),
+                }
+                counts = (row["update"], row["timesteps"])
         except ValueError:
             raise StoreError(f"curve.csv line {n} has a non-number: {_cut(rec)}") from None
-        for c in ints:
-            if not 0 <= row[c] <= INT64_MAX:
-                raise StoreError(f"curve.csv line {n} {c}={_cut(row[c])} is outside [0, 2**63-1]")
-        if not (math.isfinite(row["train_wall_s"]) and row["train_wall_s"] >= 0):
-            raise StoreError(
-                f"curve.csv line {n} train_wall_s={row['train_wall_s']!r} is not a finite time >= 0"
-            )
+        if min(counts) < 0 or max(counts) > INT64_MAX:
+            raise StoreError(f"curve.csv line {n} has a count outside [0, 2**63-1]: {_cut(rec)}")
+        wall = row["train_wall_s"]
+        if not 0.0 <= wall < math.inf:  # NaN fails too
+            raise StoreError(f"curve.csv line {n} train_wall_s={wall!r} is not a finite time >= 0")
         rows.append(row)
     return rows
 

@@ -703,7 +703,7 @@ def _run_ray(
                         try:
                             rec = ray.get(ref)
                         except Exception as e:
-                            msg = f"ray task failed: {type(e).__name__}: {e}".splitlines()[0]
+                            msg = store.cut_text(f"ray task failed: {type(e).__name__}: {e}".splitlines()[0])
                             rec = failed_record(run.config, device, msg, "infrastructure")
                         write_record(run_dir_for(root, envinfo.device_tag(rec.env), run.config), rec)
                     finally:
