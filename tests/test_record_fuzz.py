@@ -3,7 +3,7 @@
 Issue #16, class 2. Real records (an echo smoke sweep, trained in-process) are corrupted field by
 field -- wrong types, int64 overflow, negative counts, NaN/Infinity/-Infinity, null where a value
 is required, a summary that disagrees with its curve or status, a config edited after the run
-(its hash no longer names the folder) -- 216 cases, each copy in its own device folder of one
+(its hash no longer names the folder) -- 218 cases, each copy in its own device folder of one
 results root. Then ``store.validate_record``, ``store.load_runs`` (the loader; ``tbptt_bench.load_results`` is
 added by the report-page helper on another branch), ``build_report``, ``compare`` and the sweep's
 ``plan`` must name exactly the same folders invalid, none may raise, each invalid one is reported
@@ -107,6 +107,8 @@ def _field_cases() -> list[tuple[str, str, Any, bool]]:
         ("summary.json", "forward_steps", -5, True),
         ("summary.json", "backprop_steps", BIG, True),
         ("summary.json", "test_loss", -INF, True),
+        ("summary.json", "train_wall_s", 1e308, True),  # beyond store.MAX_SECONDS: damage, not a time
+        ("summary.json", "timesteps_per_s", 1e308, True),  # beyond store.MAX_RATE
         ("config.json", "loss", "hinge", True),
         ("config.json", "task_params.lags", [3, BIG], True),
         ("config.json", "task_params.lags", [3, 9], True),  # an edited config: another cell's hash
@@ -200,7 +202,7 @@ def test_sweep_report_compare_and_loader_agree_on_every_corrupted_record(base, t
     src_root, runs = base
     root = tmp_path / "results"
     cases = _build_corpus(root, runs[0].run_dir)
-    assert len(cases) == 216
+    assert len(cases) == 218
     folders = {folder: name for name, (folder, _) in cases.items()}
     # 1. the one definition
     invalid = {f for f in folders if store.validate_record(f)}
@@ -297,3 +299,25 @@ def test_validate_record_never_raises_on_random_bytes(base, tmp_path):
             assert problems and all(isinstance(p, str) and len(p) < 1000 for p in problems), (file, payload)
     loaded = store.load_runs(tmp_path)
     assert loaded.runs.empty and len(loaded.skipped) == len(payloads)
+
+
+def test_valid_records_with_extreme_values_never_break_report_or_compare(base, tmp_path):
+    """Valid but extreme: every number at an end of its bound (int64 max, 1e308, 0)."""
+    _, runs = base
+    extremes = [
+        {"peak_mem_bytes": 2**63 - 1, "saved_for_backward_peak_bytes": 2**63 - 1},
+        {"timesteps_per_s": 1e15, "updates_per_s": 1e15, "train_wall_s": 1e9, "eval_wall_s": 1e9},
+        {"timesteps_per_s": 0.0, "updates_per_s": 0.0, "train_wall_s": 0.0, "eval_wall_s": 0.0},
+        {"clip_rate": 1.0, "warmup_updates": 2**63 - 1, "final_val_loss": -1e308, "test_loss": 1e308},
+        {"error": "x" * 10_000, "engine_path": "", "peak_mem_source": "\n\t|*"},
+    ]
+    for i, fields in enumerate(extremes):
+        for r in runs:
+            run = tmp_path / "results" / f"cpu-{i}" / "smoke" / r.run_dir.name
+            shutil.copytree(r.run_dir, run)
+            _edit(run / "summary.json", lambda s, f=fields: s.update(f))
+            assert store.validate_record(run) == [], fields
+    root = tmp_path / "results"
+    assert len(store.load_runs(root).runs) == len(extremes) * len(runs)
+    build.build_report(root, tmp_path / "report", figures=True)
+    compare([root / "cpu-0", root / "cpu-1", root / "cpu-2"], tmp_path / "compare")

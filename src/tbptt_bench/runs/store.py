@@ -132,6 +132,10 @@ INT64_MAX = 2**63 - 1
 #: it "diverged" (the tasks' losses are O(1): CE <= log(vocabulary), MSE of targets in [0, 2];
 #: e.g. a CE of 6.3e29 was recorded "ok"). Transients above it that training recovers from are fine.
 BLOWUP_LOSS = 1e6
+#: Wall times above this (31 years) are damage, not measurements (and break the figures' axes).
+MAX_SECONDS = 1e9
+#: Rates (per second) above this are damage too: ~1e5 times the fastest GPU run measured here.
+MAX_RATE = 1e15
 LOSSES = ("ce", "mse")
 SPLITS = ("train", "val")
 #: Folders under a results root that hold derived files, never runs.
@@ -489,8 +493,10 @@ def _read_curve(path: Path) -> list[dict]:
         if min(counts) < 0 or max(counts) > INT64_MAX:
             raise StoreError(f"curve.csv line {n} has a count outside [0, 2**63-1]: {_cut(rec)}")
         wall = row["train_wall_s"]
-        if not 0.0 <= wall < math.inf:  # NaN fails too
-            raise StoreError(f"curve.csv line {n} train_wall_s={wall!r} is not a finite time >= 0")
+        if not 0.0 <= wall <= MAX_SECONDS:  # NaN fails too
+            raise StoreError(
+                f"curve.csv line {n} train_wall_s={wall!r} is not a time in [0, {MAX_SECONDS:g}] s"
+            )
         rows.append(row)
     return rows
 
@@ -602,13 +608,13 @@ _SUMMARY_SCHEMA: dict[str, _Field] = {
     "error": _Field(_TEXT, null=True),
     "min_val_loss": _LOSS,
     "final_val_loss": _LOSS,
-    "train_wall_s": _Field(_NUM, lo=0),
-    "eval_wall_s": _Field(_NUM, lo=0),
+    "train_wall_s": _Field(_NUM, lo=0, hi=MAX_SECONDS),
+    "eval_wall_s": _Field(_NUM, lo=0, hi=MAX_SECONDS),
     "warmup_updates": _Field(_INT),
     "updates": _Field(_INT),
     "timesteps": _Field(_INT),
-    "updates_per_s": _Field(_NUM, null=True, lo=0),
-    "timesteps_per_s": _Field(_NUM, null=True, lo=0),
+    "updates_per_s": _Field(_NUM, null=True, lo=0, hi=MAX_RATE),
+    "timesteps_per_s": _Field(_NUM, null=True, lo=0, hi=MAX_RATE),
     "peak_mem_bytes": _Field(_INT, null=True),
     "peak_mem_source": _Field(_TEXT, null=True),
     "saved_for_backward_peak_bytes": _Field(_INT, null=True),
