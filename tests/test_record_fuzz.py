@@ -3,7 +3,7 @@
 Issue #16, class 2. Real records (an echo smoke sweep, trained in-process) are corrupted field by
 field -- wrong types, int64 overflow, negative counts, NaN/Infinity/-Infinity, null where a value
 is required, a summary that disagrees with its curve or status, a config edited after the run
-(its hash no longer names the folder) -- 218 cases, each copy in its own device folder of one
+(its hash no longer names the folder) -- 220 cases, each copy in its own device folder of one
 results root. Then ``store.validate_record``, ``store.load_runs`` (the loader; ``tbptt_bench.load_results`` is
 added by the report-page helper on another branch), ``build_report``, ``compare`` and the sweep's
 ``plan`` must name exactly the same folders invalid, none may raise, each invalid one is reported
@@ -109,6 +109,7 @@ def _field_cases() -> list[tuple[str, str, Any, bool]]:
         ("summary.json", "test_loss", -INF, True),
         ("summary.json", "train_wall_s", 1e308, True),  # beyond store.MAX_SECONDS: damage, not a time
         ("summary.json", "timesteps_per_s", 1e308, True),  # beyond store.MAX_RATE
+        ("summary.json", "test_loss", 1e308, True),  # beyond float32: store.MAX_LOSS
         ("config.json", "loss", "hinge", True),
         ("config.json", "task_params.lags", [3, BIG], True),
         ("config.json", "task_params.lags", [3, 9], True),  # an edited config: another cell's hash
@@ -148,6 +149,7 @@ def _curve_cases(run: Path) -> list[tuple[str, Any]]:
         ("train loss nan", rewrite(loss(train[0], "nan"))),
         ("train loss -inf", rewrite(loss(train[-1], "-inf"))),
         ("val loss inf", rewrite(loss(next(i for i, l in enumerate(lines) if l.startswith("val,")), "inf"))),
+        ("train loss 1e308", rewrite(loss(train[0], "1e308"))),
         ("train row dropped", rewrite(lambda ls: ls.pop(train[-1]))),
         ("train row duplicated", rewrite(lambda ls: ls.insert(train[0], ls[train[0]]))),
         ("update count huge", rewrite(lambda ls: ls.__setitem__(train[0], f"train,{BIG},1,0.1,0.5\n"))),
@@ -202,7 +204,7 @@ def test_sweep_report_compare_and_loader_agree_on_every_corrupted_record(base, t
     src_root, runs = base
     root = tmp_path / "results"
     cases = _build_corpus(root, runs[0].run_dir)
-    assert len(cases) == 218
+    assert len(cases) == 220
     folders = {folder: name for name, (folder, _) in cases.items()}
     # 1. the one definition
     invalid = {f for f in folders if store.validate_record(f)}
@@ -308,7 +310,7 @@ def test_valid_records_with_extreme_values_never_break_report_or_compare(base, t
         {"peak_mem_bytes": 2**63 - 1, "saved_for_backward_peak_bytes": 2**63 - 1},
         {"timesteps_per_s": 1e15, "updates_per_s": 1e15, "train_wall_s": 1e9, "eval_wall_s": 1e9},
         {"timesteps_per_s": 0.0, "updates_per_s": 0.0, "train_wall_s": 0.0, "eval_wall_s": 0.0},
-        {"clip_rate": 1.0, "warmup_updates": 2**63 - 1, "final_val_loss": -1e308, "test_loss": 1e308},
+        {"clip_rate": 1.0, "warmup_updates": 2**63 - 1, "final_val_loss": -3.4e38, "test_loss": 3.4e38},
         {"error": "x" * 10_000, "engine_path": "", "peak_mem_source": "\n\t|*"},
     ]
     for i, fields in enumerate(extremes):
@@ -317,7 +319,17 @@ def test_valid_records_with_extreme_values_never_break_report_or_compare(base, t
             shutil.copytree(r.run_dir, run)
             _edit(run / "summary.json", lambda s, f=fields: s.update(f))
             assert store.validate_record(run) == [], fields
+    for sign in (1, -1):  # every loss at the float32 limit, curve and summary agreeing
+        for r in runs:
+            run = tmp_path / "results" / f"loss{sign}" / "smoke" / r.run_dir.name
+            shutil.copytree(r.run_dir, run)
+            big = sign * store.MAX_LOSS
+            lines = (run / "curve.csv").read_text().splitlines()
+            body = [",".join([*line.split(",")[:-1], repr(big)]) for line in lines[1:]]
+            (run / "curve.csv").write_text("\n".join([lines[0], *body]) + "\n")
+            _edit(run / "summary.json", lambda s, b=big: s.update(min_val_loss=b, final_val_loss=b))
+            assert store.validate_record(run) == []
     root = tmp_path / "results"
-    assert len(store.load_runs(root).runs) == len(extremes) * len(runs)
+    assert len(store.load_runs(root).runs) == (len(extremes) + 2) * len(runs)
     build.build_report(root, tmp_path / "report", figures=True)
     compare([root / "cpu-0", root / "cpu-1", root / "cpu-2"], tmp_path / "compare")

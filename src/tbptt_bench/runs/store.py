@@ -136,6 +136,9 @@ BLOWUP_LOSS = 1e6
 MAX_SECONDS = 1e9
 #: Rates (per second) above this are damage too: ~1e5 times the fastest GPU run measured here.
 MAX_RATE = 1e15
+#: Losses are computed in float32: a finite one beyond its largest value is damage (1e308 broke the
+#: figures' axes).
+MAX_LOSS = 3.4028234663852886e38
 LOSSES = ("ce", "mse")
 SPLITS = ("train", "val")
 #: Folders under a results root that hold derived files, never runs.
@@ -602,7 +605,7 @@ _ENV_SCHEMA: dict[str, _Field] = {k: _Field(_TEXT, null=True) for k in ENV_KEYS}
     "cudnn_version": _Field(_VERSION, null=True),
     "git_dirty": _Field(_BOOL, null=True),
 }
-_LOSS = _Field(_NUM, null=True)
+_LOSS = _Field(_NUM, null=True, lo=-MAX_LOSS, hi=MAX_LOSS)
 _SUMMARY_SCHEMA: dict[str, _Field] = {
     "status": _Field(_TEXT, choices=STATUSES),
     "error": _Field(_TEXT, null=True),
@@ -748,6 +751,11 @@ def _consistency(run_dir: Path, config: dict, summary: dict, curve: list[dict]) 
         if not math.isfinite(row["loss"]) and not diverged:
             problems.append(
                 f"curve.csv row {i + 2} loss={row['loss']!r} is not finite in a run with status {status!r}"
+            )
+            break
+        if math.isfinite(row["loss"]) and abs(row["loss"]) > MAX_LOSS:
+            problems.append(
+                f"curve.csv row {i + 2} loss={row['loss']!r} is beyond float32 (|loss| <= {MAX_LOSS:g})"
             )
             break
     train = [r for r in curve if r["split"] == "train"]
