@@ -2,7 +2,10 @@
 
 Layout (fixed by the project): ``<root>/<device_tag>/<sweep>/<run_id>/`` holding
 ``config.json``, ``env.json``, ``curve.csv`` and, written last, ``summary.json``.
-A run is complete iff ``summary.json`` exists and parses. Torch-free.
+``is_complete``: ``summary.json`` exists and parses (cheap). ``validate_record``: the one
+definition of a valid record -- types and bounds of every field, the summary against the curve,
+the folder name against the config's hash -- used by the sweep, the report, compare and
+``load_runs`` alike (see docs/reliability.md). Torch-free.
 
 >>> import tempfile, pathlib
 >>> root = pathlib.Path(tempfile.mkdtemp())
