@@ -257,3 +257,36 @@ def test_ray_sweep_and_local_sweep_share_a_folder(tmp_path):
     assert counts["ok"] == len(expected) - len(by_local)  # Ray trained exactly the rest
     assert counts["ok"] + counts["skipped"] == len(expected) and counts["ok"] >= 1
     assert_folder_whole(results, expected)
+
+
+def test_a_run_held_by_a_stopped_process_is_said_then_left_out_after_the_timeout(
+    tmp_path, monkeypatch, capsys
+):
+    """Issue #16: a sweep waited forever, silently, on a lock held by a SIGSTOPped process."""
+    spec, tag = load_spec(REPO / "tasks" / "echo.toml"), sweep.local_device_tag("cpu")
+    (run,) = sweep.plan([spec], "smoke", tag, tmp_path, styles_override=["tf_style(5)"])
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; from tbptt_bench.runs import store;"
+            f"c = store.claim_run({str(run.run_dir)!r}); print(c is not None, flush=True); time.sleep(600)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "True"
+        os.kill(holder.pid, signal.SIGSTOP)
+        monkeypatch.setattr(sweep, "LOCK_WARN_S", 0.3)
+        counts = sweep.execute([run], tmp_path, "cpu", quiet=True, lock_timeout_s=1.5)
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+        holder.stdout.close()
+    err = capsys.readouterr().err
+    assert counts == {"not_run": 1, "skipped": 0}
+    (warning,) = [line for line in err.splitlines() if line.startswith("tbptt-bench: waiting for ")]
+    assert f"process {holder.pid}, which is STOPPED" in warning and "giving up after 1.5 s" in warning
+    assert "not run" in err and "held by" in err
+    assert not run.run_dir.exists()

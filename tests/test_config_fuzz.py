@@ -466,11 +466,70 @@ def monkeypatch_cwd(fuzz_dir):
             ["sweep", "echo", "--dry-run", "--seeds", "99999999999999999999"],
             "--seeds",
         ),  # a plan too big to list
+        # issue #16: bounds at the door, and the doubtful cases decided in docs/reliability.md
+        (["sweep", "echo", "--dry-run", "--style", "random(5e-324)"], "pi=5e-324 is not allowed"),
+        (["sweep", "echo", "--dry-run", "--style", "tf_style(10000000000)"], "is not allowed"),
+        (["sweep", "echo", "--dry-run", "--threads", "100000"], "up to 1024"),
+        (["sweep", "echo", "--dry-run", "--jobs", "100000"], "up to 1024"),
+        (["sweep", "echo", "--dry-run", "--lock-timeout", "nan"], "--lock-timeout"),
+        (["sweep", "echo", "--dry-run", "--results", ""], "--results '' is not allowed"),
+        (["sweep", "echo", "--dry-run", "--results", " "], "--results '' is not allowed"),
+        (["sweep", "echo", "--dry-run", "--address", "10.0.0.1:6379"], "without --backend ray"),
+        (["sweep", "x" * 100_000], "chars)"),  # named, not echoed: the line is cut
+        (["list", "--bogus", "y" * 100_000], "chars)"),
     ],
 )
 def test_edge_cases_found_by_fuzzing(no_training, monkeypatch_cwd, argv, message):
     status, out, err = call_main(argv)
+    assert status == 2 and err.count("\n") == 1 and message in err, err[:1000]
+    assert len(err) <= cli.MAX_ERROR_CHARS + 80  # an error line never echoes a huge argument
+
+
+@pytest.mark.parametrize(
+    "budget, message",
+    [
+        ({"row_len": 10**12}, "budget.row_len = 1000000000000 is not allowed: expected an integer from 1 to"),
+        ({"batch": 2**63}, "budget.batch = 9223372036854775808 is not allowed"),
+        ({"epochs": 10**10}, "budget.epochs = 10000000000 is not allowed"),
+        # within every bound, but ~30 TB by estimate: refused before anything trains, with the estimate
+        ({"batch": 10**6, "row_len": 10**7}, "GiB by estimate (streams"),
+    ],
+)
+def test_a_run_too_big_is_refused_at_the_door_with_its_estimate(no_training, fuzz_dir, budget, message):
+    echo = BASE_SPECS["echo"]
+    doc = {**echo, "budget": {**echo["budget"], **budget}, "presets": {}}
+    path = fuzz_dir / "big.toml"
+    path.write_text(dumps(doc))
+    status, out, err = call_main(
+        ["sweep", str(path), "--preset", "full", "--dry-run", "--results", str(fuzz_dir / "r")]
+    )
     assert status == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_a_huge_vocabulary_is_refused_by_its_parameter_memory(no_training, fuzz_dir, monkeypatch):
+    monkeypatch.setattr(sweep, "machine_memory_bytes", lambda: 64 * 2**30)  # any machine: 64 GiB
+    lang = BASE_SPECS["language"]
+    doc = {**lang, "task": {**lang["task"], "params": {**lang["task"].get("params", {}), "vocab": 10**9}}}
+    path = fuzz_dir / "vocab.toml"
+    path.write_text(dumps(doc))
+    status, out, err = call_main(["sweep", str(path), "--dry-run", "--results", str(fuzz_dir / "r")])
+    assert status == 2 and err.count("\n") == 1 and "GiB by estimate" in err and "parameters" in err, err
+
+
+def test_spec_bounds_hold_for_hidden_sizes_seeds_lrs_and_clip(no_training, fuzz_dir):
+    echo = BASE_SPECS["echo"]
+    cases = [
+        ({**echo, "model": {**echo["model"], "hidden_sizes": [10**6]}}, "model.hidden_sizes"),
+        ({**echo, "sweep": {**echo["sweep"], "seeds": [2**40]}}, "sweep.seeds"),
+        ({**echo, "optimizer": {**echo["optimizer"], "lrs": [1e300]}}, "optimizer.lrs"),
+        ({**echo, "optimizer": {**echo["optimizer"], "clip": 1e300}}, "optimizer.clip"),
+        ({**echo, "task": {"name": "echo", "params": {"lags": [3, 10**12]}}}, "task.params"),
+    ]
+    for doc, key in cases:
+        path = fuzz_dir / "bounds.toml"
+        path.write_text(dumps(doc))
+        status, out, err = call_main(["sweep", str(path), "--dry-run", "--results", str(fuzz_dir / "r")])
+        assert status == 2 and err.count("\n") == 1 and f"{key} = " in err and "is not allowed" in err, err
 
 
 # -- the real entry point -----------------------------------------------------------------------

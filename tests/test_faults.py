@@ -7,8 +7,8 @@
 - Run files truncated, filled with garbage or deleted: the loader and the report skip those
   folders with a reason, the next sweep says it reruns them and does, leaving good runs alone.
 - A full disk (ENOSPC from a monkeypatched ``os.replace``, and a real 40 KiB tmpfs where mounting
-  is allowed): the old record survives, the sweep reports the runs as failed without writing
-  half a record, and a later sweep with space completes them.
+  is allowed): the old record survives, the sweep stops with one error line and exit 2 without
+  writing half a record (no "failed" record per remaining run), and a later sweep completes them.
 """
 
 from __future__ import annotations
@@ -72,9 +72,24 @@ def reference(tmp_path_factory) -> dict:
 
 
 # -- a crash at every step of writing one run ------------------------------------------------------
+def _config():
+    return sweep.plan([load_spec(ECHO)], "smoke", "cpu-x", "/nonexistent")[0].config
+
+
 def _record(marker: float) -> harness.RunRecord:
-    cfg = sweep.plan([load_spec(ECHO)], "smoke", "cpu-x", "/nonexistent")[0].config
-    summary = {k: None for k in store.SUMMARY_KEYS} | {"status": "ok", "updates": 2, "eval_wall_s": marker}
+    """A valid record (two updates, one evaluation) whose numbers all carry ``marker``."""
+    cfg = _config()
+    summary = {k: None for k in store.SUMMARY_KEYS} | {
+        "status": "ok",
+        "updates": 2,
+        "timesteps": 10,
+        "warmup_updates": 0,
+        "min_val_loss": marker,
+        "train_wall_s": 0.2,
+        "eval_wall_s": marker,
+        "clip_rate": 0.0,
+        "engine_path": "loop",
+    }
     curve = [
         {
             "split": "train",
@@ -99,6 +114,11 @@ def _record(marker: float) -> harness.RunRecord:
     return harness.RunRecord(
         config=harness.base_config(cfg, "cpu") | {"loss": "ce"}, env=env, curve=curve, summary=summary
     )
+
+
+def _run_dir(root: Path) -> Path:
+    """The folder ``_record`` belongs in: its name is the run id its config hashes to."""
+    return root / "cpu-x" / "smoke" / _config().run_id
 
 
 STEPS = ("replace", "rename", "fsync", "unlink", "rmdir")
@@ -128,7 +148,7 @@ def _files(run_dir: Path) -> dict[str, bytes]:
 @pytest.mark.parametrize("old_run", [False, True], ids=["new-folder", "replacing-a-run"])
 def test_a_crash_at_every_step_of_writing_leaves_the_old_or_the_new_record(tmp_path, old_run):
     old, new = _record(1.0), _record(2.0)
-    ref_old, ref_new = tmp_path / "ref-old" / "r", tmp_path / "ref-new" / "r"
+    ref_old, ref_new = _run_dir(tmp_path / "ref-old"), _run_dir(tmp_path / "ref-new")
     harness.write_record(ref_old, old)
     harness.write_record(ref_new, new)
     wanted = {"old": _files(ref_old), "new": _files(ref_new)}
@@ -137,7 +157,7 @@ def test_a_crash_at_every_step_of_writing_leaves_the_old_or_the_new_record(tmp_p
     while True:
         n += 1
         root = tmp_path / f"crash{n}"
-        run_dir = root / "cpu-x" / "smoke" / "r"
+        run_dir = _run_dir(root)
         if old_run:
             harness.write_record(run_dir, old)
         p = ctx.Process(target=_write_and_die_at, args=(run_dir, new, n))
@@ -156,7 +176,7 @@ def test_a_crash_at_every_step_of_writing_leaves_the_old_or_the_new_record(tmp_p
             assert p.exitcode == 137 or outcomes[-1] == "new"
         elif old_run:
             # only between setting the old run aside and moving the new one in; both are whole
-            hidden = {h.name.split("-")[0]: _files(h) for h in run_dir.parent.glob(".*-r-*")}
+            hidden = {h.name.split("-")[0]: _files(h) for h in run_dir.parent.glob(f".*-{run_dir.name}-*")}
             assert hidden == {".old": wanted["old"], ".tmp": wanted["new"]}, f"crash at call {n}"
             outcomes.append("swap")
         else:
@@ -248,10 +268,11 @@ def test_damaged_runs_are_skipped_with_a_reason_then_rerun(reference, tmp_path, 
     intact = [r for r in runs if r not in damaged.values()]
     stamps = {r: (r / "summary.json").stat().st_mtime_ns for r in intact}
     # 1. Loader and report: every damaged folder is skipped with a reason (the row-boundary cut
-    #    only the sweep can see: summary and rows all parse), and the report says which.
+    #    too: the loader and the sweep share one definition of a valid record), and the report says which.
     loaded = store.load_runs(results)
     skipped = {Path(p).name: reason for p, reason in loaded.skipped}
-    visible_damage = {n: r for n, r in damaged.items() if n != "curve cut at a row"}
+    visible_damage = damaged
+    assert "train rows" in skipped[damaged["curve cut at a row"].name]
     assert sorted(skipped) == sorted(r.name for r in visible_damage.values())
     assert "truncated" in skipped[damaged["curve cut mid-row"].name]
     assert sorted(loaded.runs["run_id"]) == sorted(r.name for r in runs if r.name not in skipped)
@@ -301,7 +322,7 @@ def _enospc_at(n: int):
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4])
 def test_enospc_while_replacing_a_run_keeps_the_old_one(tmp_path, monkeypatch, n):
-    run_dir = tmp_path / "cpu-x" / "smoke" / "r"
+    run_dir = _run_dir(tmp_path)
     harness.write_record(run_dir, _record(1.0))
     before = _files(run_dir)
     monkeypatch.setattr(os, "replace", _enospc_at(n))  # the n-th of the four file writes fails
@@ -312,9 +333,11 @@ def test_enospc_while_replacing_a_run_keeps_the_old_one(tmp_path, monkeypatch, n
     assert [p.name for p in tmp_path.rglob(".*")] == []  # the half-written copy was removed
 
 
-def test_a_sweep_on_a_full_disk_fails_its_runs_cleanly_and_a_later_sweep_completes_them(
+def test_a_sweep_on_a_full_disk_stops_with_one_line_and_a_later_sweep_completes_it(
     reference, tmp_path, monkeypatch, capsys
 ):
+    """A full disk is the machine's state, not a run's result: the sweep stops at the first run that
+    cannot be written (exit 2, one error line), instead of a failed record per remaining run."""
     import torch._dynamo  # noqa: F401 - imported once here, not lazily in every forked worker
 
     results = tmp_path / "results"
@@ -322,10 +345,11 @@ def test_a_sweep_on_a_full_disk_fails_its_runs_cleanly_and_a_later_sweep_complet
     monkeypatch.setattr(sweep, "_context", lambda: mp.get_context("fork"))
     monkeypatch.setattr(os, "replace", _enospc_at(1))
     status = cli.main(["sweep", "echo", "--preset", "smoke", "--results", str(results)])
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     monkeypatch.undo()
-    assert status == 1  # some run failed
-    assert out.count("failed   ") == len(reference) and "No space left on device" in out
+    assert status == 2, out + err
+    assert err.startswith("tbptt-bench: error: [Errno 28] No space left on device") and err.count("\n") == 1
+    assert "failed   " not in out  # no run is recorded as failed for it
     assert list(store.iter_run_dirs(results)) == []  # nothing half-written counts as a run
     assert [p.name for p in results.rglob(".*")] == []
     # space again: the next sweep completes every run
@@ -354,9 +378,9 @@ def tiny_tmpfs(tmp_path):
 def test_a_real_full_disk_keeps_complete_runs_and_the_rerun_completes_the_rest(reference, tiny_tmpfs, capsys):
     results = tiny_tmpfs / "results"
     status = cli.main(["sweep", "echo", "--preset", "smoke", "--results", str(results)])
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     complete = records(results) if results.exists() else {}
-    assert status == 1 and "No space left on device" in out, out
+    assert status == 2 and err.count("\n") == 1 and "No space left on device" in err, out + err
     assert 0 < len(complete) < len(reference)  # the disk filled part-way through the sweep
     assert all(complete[k][:2] == reference[k][:2] for k in complete)
     assert store.load_runs(results).skipped == []
@@ -383,3 +407,32 @@ def test_the_report_on_a_full_disk_is_a_one_line_error_and_keeps_the_old_tables(
     ), err
     assert {p: p.read_bytes() for p in (results / "tables").rglob("*") if p.is_file()} == before
     assert [p.name for p in results.rglob(".*")] == []
+
+
+# -- a finite blow-up is a divergence, not a result (issue #16, doubtful case) ---------------------
+def test_a_run_ending_in_a_finite_blow_up_is_recorded_diverged_and_printed_short(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import tbptt_bench.engine.train as engine
+
+    def train(model, x, y, style, optimizer, *, callback=None, **k):
+        for t, loss in ((5, 0.7), (10, 3e7), (15, 0.6)):  # a finite transient above the bound: fine
+            callback(SimpleNamespace(t=t, loss=loss, clipped=False))
+        return SimpleNamespace(path="loop")
+
+    monkeypatch.setattr(engine, "train_stream", train)
+    monkeypatch.setattr(harness, "_saved_bytes_probe", lambda *a, **k: None)
+    cfg = _config()
+    for final, status in ((0.5, "ok"), (6.3e29, "diverged")):  # a CE of 6.3e29 at the end: no result
+        monkeypatch.setattr(engine, "evaluate_stream", lambda *a, final=final, **k: (final, None))
+        rec = harness.run_record(cfg, "cpu")
+        assert rec.summary["status"] == status, rec.summary
+        run_dir = tmp_path / status / "smoke" / cfg.run_id
+        harness.write_record(run_dir, rec)
+        assert sweep.run_problem(run_dir) is None  # a valid record either way
+    assert rec.summary["diverged_at_update"] == rec.summary["updates"] == 3 * cfg.budget.epochs
+    monkeypatch.undo()
+    from tbptt_bench.report import tables
+
+    assert tables._f(6.3e29, ".3f") == "6.3e+29" and tables._csv_num(6.3e29) == "6.3e+29"
+    assert tables._f(0.4567, ".3f") == "0.457"

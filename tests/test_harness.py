@@ -144,6 +144,7 @@ def test_an_exception_marks_the_run_failed(monkeypatch):
     assert rec.summary["error"] == "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
     assert rec.summary["updates"] == 0 and rec.summary["failure_kind"] == "infrastructure"
     assert rec.summary["final_val_loss"] is None and rec.summary["test_loss"] is None
+    assert rec.summary["min_val_loss"] is None
 
 
 def test_execute_run_writes_a_complete_loadable_run(tmp_path):

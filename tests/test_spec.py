@@ -210,12 +210,12 @@ BAD = [
     (MINIMAL.replace("batch = 8\n", "", 1), "missing required key 'budget.batch'"),
     (
         MINIMAL.replace("batch = 8\n", "batch = '8'\n", 1),
-        "budget.batch = '8' is not allowed: expected a positive integer",
+        "budget.batch = '8' is not allowed: expected an integer from 1 to 1000000",
     ),
     (MINIMAL.replace("batch = 8\n", "batch = 0\n", 1), "budget.batch = 0 is not allowed"),
     (
         MINIMAL.replace("warmup_updates = 0", "warmup_updates = -1"),
-        "budget.warmup_updates = -1 is not allowed: expected an integer >= 0",
+        "budget.warmup_updates = -1 is not allowed: expected an integer from 0 to 1000000000",
     ),
     (
         MINIMAL.replace('name = "adagrad"', 'name = "lbfgs"'),

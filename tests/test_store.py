@@ -80,7 +80,8 @@ BRIEF_CURVE_COLUMNS = [
 ]
 
 
-def make_records(status: str = "ok") -> tuple[dict, dict, list[dict], dict]:
+def make_records(status: str = "diverged", seed: int = 3) -> tuple[dict, dict, list[dict], dict]:
+    """A valid record: a run that diverged at its second update (NaN train loss, inf final loss)."""
     config = {
         "task": "echo",
         "task_params": {"lag": 3},
@@ -91,8 +92,16 @@ def make_records(status: str = "ok") -> tuple[dict, dict, list[dict], dict]:
         "model": {"cell": "tanh", "hidden_size": 4},
         "optimizer": {"name": "adagrad", "lr": 0.1},
         "clip": 1.0,
-        "budget": {"epochs": 1, "batch": 2, "row_len": 10, "eval_points": 10, "val_len": 5},
-        "seed": 3,
+        "budget": {
+            "epochs": 1,
+            "batch": 2,
+            "row_len": 10,
+            "val_batch": 2,
+            "val_len": 5,
+            "eval_points": 10,
+            "warmup_updates": 1,
+        },
+        "seed": seed,
         "sweep": "smoke",
         "device": "cpu",
     }
@@ -141,14 +150,22 @@ def make_records(status: str = "ok") -> tuple[dict, dict, list[dict], dict]:
         "peak_mem_bytes": 123456789,
         "peak_mem_source": "ru_maxrss",
         "clip_rate": 0.5,
+        "diverged_at_update": 2 if status == "diverged" else None,
         "engine_path": "loop",
     }
     return config, env, curve, summary
 
 
+def run_path(root: Path, records: tuple, tag: str = "cpu-x") -> Path:
+    """Where a record belongs: ``<tag>/<sweep>/<the run id its config hashes to>``."""
+    return root / tag / records[0]["sweep"] / store.expected_run_id(records[0])
+
+
 def test_write_run_then_load_round_trips_exact_values(tmp_path):
-    run = tmp_path / "cpu-x" / "smoke" / "echo-tf_style-5-tanh4-lr0.1-s3-0123456789ab"
-    store.write_run(run, *make_records())
+    records = make_records()
+    run = run_path(tmp_path, records)
+    assert run.name.startswith("echo-tf_style-5-tanh4-lr0.1-s3-")
+    store.write_run(run, *records)
     assert sorted(p.name for p in run.iterdir()) == ["config.json", "curve.csv", "env.json", "summary.json"]
     loaded = store.load_runs(tmp_path)
     assert loaded.skipped == []
@@ -200,7 +217,7 @@ def test_write_run_writes_summary_last(tmp_path, monkeypatch):
 
 
 def test_rewriting_a_run_never_looks_complete_midway(tmp_path, monkeypatch):
-    run = tmp_path / "d" / "s" / "run"
+    run = run_path(tmp_path, make_records())
     store.write_run(run, *make_records())
     assert store.is_complete(run)
 
@@ -308,8 +325,9 @@ def test_load_fixture_counts_order_and_skips():
     assert skipped["echo-williams_peng-4-tanh4-lr0.3-s0"] == "incomplete: no summary.json"
     assert 0.3 not in set(loaded.runs["lr"])
     # every loaded curve belongs to a loaded run; val minimum equals the summary's min_val_loss
-    val = loaded.curves[loaded.curves["split"] == "val"].groupby("run_id")["loss"].min()
-    ok = loaded.runs[loaded.runs["status"] == "ok"].set_index("run_id")["min_val_loss"]
+    # (a run id names the config, not the device: the same run on CPU and GPU shares it)
+    val = loaded.curves[loaded.curves["split"] == "val"].groupby(["device_tag", "run_id"])["loss"].min()
+    ok = loaded.runs[loaded.runs["status"] == "ok"].set_index(["device_tag", "run_id"])["min_val_loss"]
     assert {k: val[k] for k in ok.index} == ok.to_dict()
     assert set(loaded.curves["run_id"]) <= set(loaded.runs["run_id"])
 
@@ -341,15 +359,16 @@ def test_load_runs_is_deterministic():
     ],
 )
 def test_bad_run_folders_are_skipped_never_raised(tmp_path, damage, reason):
-    good, bad = tmp_path / "cpu" / "smoke" / "a-good", tmp_path / "cpu" / "smoke" / "b-bad"
-    store.write_run(good, *make_records())
-    store.write_run(bad, *make_records())
+    good_rec, bad_rec = make_records(seed=1), make_records(seed=2)
+    good, bad = run_path(tmp_path, good_rec), run_path(tmp_path, bad_rec)
+    store.write_run(good, *good_rec)
+    store.write_run(bad, *bad_rec)
     damage(bad)
     loaded = store.load_runs(tmp_path)
-    assert loaded.runs["run_id"].tolist() == ["a-good"]
+    assert loaded.runs["run_id"].tolist() == [good.name]
     assert len(loaded.skipped) == 1 and loaded.skipped[0][0] == bad
     assert reason in loaded.skipped[0][1]
-    assert set(loaded.curves["run_id"]) == {"a-good"}
+    assert set(loaded.curves["run_id"]) == {good.name}
 
 
 def _edit(path: Path, fn) -> None:

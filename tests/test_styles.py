@@ -107,7 +107,7 @@ def test_random_truncation_sample_depths_never_exceed_the_deterministic_ones():
         (lambda: TBPTT(True, 3), "k1=True"),
         (lambda: overlapping(5, 5), "k1 < k2"),
         (lambda: random_style(0.0), "pi=0.0"),
-        (lambda: random_style(1.5), "(0, 1]"),
+        (lambda: random_style(1.5), "[1e-09, 1]"),
         (lambda: random_style(float("nan")), "pi=nan"),
         (lambda: parse_style("tf_style(x)"), "'x'"),
         (lambda: parse_style("nope(3)"), "known presets"),

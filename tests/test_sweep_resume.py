@@ -151,3 +151,118 @@ def test_clean_leftovers_removes_only_hidden_temp_folders(tmp_path):
         (parent / name).mkdir(parents=True)
     assert sweep.clean_leftovers(runs) == 2
     assert sorted(p.name for p in parent.iterdir()) == [".keep", "keep-me"]
+
+
+# -- a killed worker is not a result: failure_kind (issue #16, class 3) ------------------------------
+def _fork_workers(monkeypatch) -> None:
+    """Workers forked from this process, so a monkeypatched harness reaches them (forkserver would not)."""
+    import multiprocessing as mp
+
+    import torch._dynamo  # noqa: F401 - imported once here, not in every forked worker
+
+    monkeypatch.setattr(sweep, "_context", lambda: mp.get_context("fork"))
+
+
+def _summaries(results: Path) -> dict[str, dict]:
+    return {r.name: json.loads((r / "summary.json").read_text()) for r in store.iter_run_dirs(results)}
+
+
+def test_a_worker_sigkilled_mid_run_is_an_infrastructure_failure_the_next_sweep_retrains(
+    spec_file, uninterrupted, tmp_path, monkeypatch
+):
+    from tbptt_bench.runs import harness
+
+    results = tmp_path / "results"
+    tag = sweep.local_device_tag("cpu")
+    spec = load_spec(spec_file)
+    _fork_workers(monkeypatch)
+    real = harness.execute_run
+
+    def killed_mid_run(config, root, device, progress=None):
+        def progress_then_die(done: int, total: int) -> None:
+            if done == min(3, total):  # mid-run: after some updates, before any record is written
+                os.kill(os.getpid(), signal.SIGKILL)
+            if progress is not None:
+                progress(done, total)
+
+        return real(config, root, device, progress_then_die)
+
+    monkeypatch.setattr(harness, "execute_run", killed_mid_run)
+    counts = sweep.execute(sweep.plan([spec], "quick", tag, results), results, "cpu", quiet=True)
+    monkeypatch.undo()
+    assert counts == {"failed": 4, "skipped": 0}
+    for summary in _summaries(results).values():
+        assert summary["status"] == "failed" and summary["failure_kind"] == "infrastructure"
+        assert "SIGKILL" in summary["error"]
+    assert store.load_runs(results).skipped == []  # a valid record of a failed run ...
+    plan = sweep.plan([spec], "quick", tag, results)
+    assert {r.state for r in plan} == {"retry"}  # ... that the next sweep trains again
+    assert all(r.reason.startswith("failed (infrastructure)") for r in plan)
+    assert sweep.execute(plan, results, "cpu", quiet=True) == {"ok": 4, "skipped": 0}
+    assert _records(results) == uninterrupted  # the same records as a sweep never killed
+
+
+def test_a_deterministic_failure_is_kept_unless_retry_failed(spec_file, tmp_path, monkeypatch):
+    import tbptt_bench.engine.train as engine
+
+    results = tmp_path / "results"
+    tag = sweep.local_device_tag("cpu")
+    spec = load_spec(spec_file)
+    _fork_workers(monkeypatch)
+
+    def boom(*a, **k):
+        raise ValueError("the model rejects this input")
+
+    monkeypatch.setattr(engine, "train_stream", boom)
+    plan = sweep.plan([spec], "smoke", tag, results, styles_override=["tf_style(5)"])
+    assert sweep.execute(plan, results, "cpu", quiet=True) == {"failed": 1, "skipped": 0}
+    monkeypatch.undo()
+    (summary,) = _summaries(results).values()
+    assert summary["failure_kind"] == "deterministic" and summary["error"].startswith("ValueError")
+    assert [r.state for r in sweep.plan([spec], "smoke", tag, results, styles_override=["tf_style(5)"])] == [
+        "complete"
+    ]
+    again = sweep.plan([spec], "smoke", tag, results, styles_override=["tf_style(5)"], retry_failed=True)
+    assert [r.state for r in again] == ["retry"] and "deterministic" in again[0].reason
+    assert sweep.execute(again, results, "cpu", quiet=True, retry_failed=True) == {"ok": 1, "skipped": 0}
+
+
+def test_failed_records_of_the_earlier_protocol_are_classified_from_their_error():
+    assert store.failure_kind_of({"status": "failed", "error": "worker process died (exit code -9)"}) == (
+        "infrastructure"
+    )
+    assert store.failure_kind_of(
+        {"status": "failed", "error": "OSError: [Errno 28] No space left on device"}
+    ) == ("infrastructure")
+    assert (
+        store.failure_kind_of({"status": "failed", "error": "RuntimeError: shape mismatch"})
+        == "deterministic"
+    )
+    assert store.failure_kind_of({"status": "ok", "error": None}) is None
+
+
+def test_a_damaged_folder_that_cannot_be_removed_is_left_out_and_the_sweep_goes_on(
+    spec_file, tmp_path, monkeypatch, capsys
+):
+    results = tmp_path / "results"
+    tag = sweep.local_device_tag("cpu")
+    spec = load_spec(spec_file)
+    styles = ["tf_style(5)", "full()"]
+    stuck = sweep.plan([spec], "smoke", tag, results, styles_override=styles)[0].run_dir
+    stuck.mkdir(parents=True)
+    (stuck / "summary.json").write_text("{garbage")
+    real = sweep.shutil.rmtree
+
+    def rmtree(path, *a, **k):
+        if Path(path) == stuck:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(sweep.shutil, "rmtree", rmtree)
+    plan = sweep.plan([spec], "smoke", tag, results, styles_override=styles)
+    assert [r.state for r in plan] == ["incomplete", "pending"]
+    counts = sweep.execute(plan, results, "cpu", quiet=True)
+    err = capsys.readouterr().err
+    assert counts == {"ok": 1, "not_run": 1, "skipped": 0}
+    assert "not run" in err and "Permission denied" in err and err.count(stuck.name) == 1
+    assert (stuck / "summary.json").read_text() == "{garbage"  # left as it was

@@ -6,10 +6,13 @@
     tbptt-bench report results/               # tables and figures from the records alone
     tbptt-bench compare results/cpu-x results/cuda-y --out results/compare
 
-Bad input (unknown task, style, preset or device, CUDA absent, --jobs 0, an unwritable results
-folder, a broken spec file) prints one line ``tbptt-bench: error: ...`` on stderr and exits 2
-before anything is trained or written; so does a file-system error met later (a full disk).
-Exit 1 means some run failed (a run's own error is recorded in its summary); 130 an interrupt.
+Bad input (unknown task, style, preset or device, CUDA absent, --jobs 0, a number out of its
+bounds, a run too big for this machine's memory by estimate, an unwritable results folder, a broken
+spec file) prints one line ``tbptt-bench: error: ...`` (cut at 400 characters) on stderr and exits 2
+before anything is trained or written; so does a file-system error met later (a full disk stops the
+sweep). Exit 1 means some run failed (its error and ``failure_kind`` are in its summary) or was
+left out ("not run": held too long by another process, or a damaged folder that cannot be removed);
+130 an interrupt. See docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -39,16 +42,52 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):  # type: ignore[override]
         message = re.sub(r"\s*[\r\n]+\s*", " ", message)  # e.g. an unrecognized argument holding a newline
-        self.exit(2, f"{PROG}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{PROG}: error: {_cut(message)} (see {self.prog} --help)\n")
+
+
+#: An error line is cut here: a 100 KB argument is named, not echoed in full.
+MAX_ERROR_CHARS = 400
+
+
+def _cut(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    if len(text) <= limit:
+        return text
+    tail = f"... ({len(text)} chars)"
+    return text[: limit - len(tail)] + tail
 
 
 def _positive_int(text: str) -> int:
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not allowed: use a positive integer") from None
+        raise argparse.ArgumentTypeError(
+            f"{_cut(repr(text), 80)} is not allowed: use a positive integer"
+        ) from None
     if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not allowed: use a positive integer")
+        raise argparse.ArgumentTypeError(f"{_cut(repr(text), 80)} is not allowed: use a positive integer")
+    return v
+
+
+#: --jobs and --threads above this are typos (and each job is a process, each thread a core).
+MAX_WORKERS = 1024
+
+
+def _worker_count(text: str) -> int:
+    v = _positive_int(text)
+    if v > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(
+            f"{_cut(repr(text), 80)} is not allowed: use a positive integer up to {MAX_WORKERS}"
+        )
+    return v
+
+
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 0 < v <= 10**7:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"{_cut(repr(text), 80)} is not allowed: use seconds in (0, 1e7]")
     return v
 
 
@@ -59,7 +98,9 @@ MAX_SEEDS = 1000
 def _seed_count(text: str) -> int:
     v = _positive_int(text)
     if v > MAX_SEEDS:
-        raise argparse.ArgumentTypeError(f"{text!r} is not allowed: use a positive integer up to {MAX_SEEDS}")
+        raise argparse.ArgumentTypeError(
+            f"{_cut(repr(text), 80)} is not allowed: use a positive integer up to {MAX_SEEDS}"
+        )
     return v
 
 
@@ -114,7 +155,7 @@ def _load_specs(names: Sequence[str], specs_dir: str | None):
 def _cmd_list(args) -> int:
     from . import styles
     from .runs.spec import SWEEP_PRESETS, SpecError, load_specs
-    from .runs.store import is_complete, iter_run_dirs
+    from .runs.store import check_run, iter_run_dirs
 
     try:
         from .tasks import TASKS
@@ -144,7 +185,7 @@ def _cmd_list(args) -> int:
         if len(rel) == 3:
             t = tags.setdefault(rel[0], [0, 0])
             t[0] += 1
-            t[1] += is_complete(run)
+            t[1] += check_run(run) is None  # the one definition of a valid record
     print(f"devices in {root}:", "none" if not tags else "")
     for tag, (n, done) in sorted(tags.items()):
         print(f"  {tag}: {done} complete runs of {n}")
@@ -164,6 +205,10 @@ def _sweep(args, preset: str) -> int:
     from .runs import envinfo, sweep
     from .styles import parse_style
 
+    if not str(args.results).strip():  # "" would silently mean the current folder
+        raise CLIError("--results '' is not allowed: name a results folder, e.g. --results results")
+    if args.address and args.backend != "ray":
+        raise CLIError(f"--address {_cut(repr(args.address), 80)} is not allowed without --backend ray")
     specs = _load_specs(args.specs, args.specs_dir)
     if not specs:
         raise CLIError("no task specs to run")
@@ -178,7 +223,7 @@ def _sweep(args, preset: str) -> int:
         device = envinfo.resolve_device(args.device)
         tag = sweep.local_device_tag(device)
     results = Path(args.results)
-    runs = sweep.plan(specs, preset, tag, results, args.seeds, args.style)
+    runs = sweep.plan(specs, preset, tag, results, args.seeds, args.style, retry_failed=args.retry_failed)
     if args.dry_run:
         return _print_plan(runs, args.force)
     _check_writable(results)
@@ -189,7 +234,7 @@ def _sweep(args, preset: str) -> int:
             flush=True,
         )
         for r in runs:
-            if r.state == "incomplete":
+            if r.state in ("incomplete", "retry"):
                 print(f"{PROG}: rerunning {r.run_dir} ({r.reason})", flush=True)
     counts = sweep.execute(
         runs,
@@ -201,13 +246,16 @@ def _sweep(args, preset: str) -> int:
         force=args.force,
         quiet=args.quiet,
         address=args.address,
+        retry_failed=args.retry_failed,
+        lock_timeout_s=args.lock_timeout,
     )
     if not args.quiet:
         print(
             f"{PROG}: done: "
             + ", ".join(f"{k} {counts.get(k, 0)}" for k in ("ok", "diverged", "failed", "skipped"))
+            + (f", not run {counts['not_run']}" if counts.get("not_run") else "")
         )
-    return 1 if counts.get("failed") else 0
+    return 1 if counts.get("failed") or counts.get("not_run") else 0
 
 
 def _print_plan(runs, force: bool) -> int:
@@ -312,14 +360,14 @@ def _how_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--jobs",
-        type=_positive_int,
+        type=_worker_count,
         default=1,
         metavar="N",
         help="worker processes running at once, each run in a fresh process (default 1)",
     )
     p.add_argument(
         "--threads",
-        type=_positive_int,
+        type=_worker_count,
         default=1,
         metavar="N",
         help="torch intra-op threads per run (default 1: small RNNs are latency-bound)",
@@ -340,6 +388,19 @@ def _how_flags(p: argparse.ArgumentParser) -> None:
         "--force",
         action="store_true",
         help="rerun complete runs too (each old folder is replaced atomically)",
+    )
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="also rerun runs that failed by their own exception (failures of the machine -- a killed "
+        "worker, out of memory or disk -- are always rerun)",
+    )
+    p.add_argument(
+        "--lock-timeout",
+        type=_seconds,
+        default=600.0,
+        metavar="S",
+        help="leave out a run another process has held this long (default 600 s; said after 10 s)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-run lines")
 
@@ -432,8 +493,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     except OSError as e:  # the file system refused (a name too long, a full disk): no traceback
-        print(f"{PROG}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        print(f"{PROG}: error: {_cut(_first_line(e))}", file=sys.stderr)
         return 2
     except BenchError as e:  # bad input anywhere in the package (BackendError too: ray is missing)
-        print(f"{PROG}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        print(f"{PROG}: error: {_cut(_first_line(e))}", file=sys.stderr)
         return 2
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).splitlines()
+    return lines[0] if lines and lines[0] else type(e).__name__

@@ -51,9 +51,21 @@ class StyleError(BenchError):
     """A style was asked for with values docs/semantics.md does not allow."""
 
 
+#: Bounds at the door (issue #16): a window longer than 1e9 steps, or a pi below 1e-9 (a mean
+#: reach of more than 1e9 steps), is no truncation any run here can tell from full BPTT, and beyond
+#: them 1/pi overflows (random(5e-324)) or a k leaves int64 in the records.
+MAX_K = 10**9
+MIN_PI = 1e-9
+
+
 def _check_k(name: str, value: int | None) -> None:
     if value is not None:  # None: the whole sequence
-        check_int(name, value, 1, error=StyleError)
+        check_int(name, value, 1, MAX_K, error=StyleError)
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 20] + f"... ({len(text)} chars)"
 
 
 @dataclass(frozen=True)
@@ -184,10 +196,10 @@ class RandomTruncation:
         if (
             isinstance(pi, bool)
             or not isinstance(pi, (int, float))
-            or not (0.0 < float(pi) <= 1.0)
             or math.isnan(pi)
+            or not (MIN_PI <= float(pi) <= 1.0)
         ):
-            raise StyleError(f"pi={pi!r} is not allowed: pi must be a number in (0, 1]")
+            raise StyleError(f"pi={_short(pi)} is not allowed: pi must be a number in [{MIN_PI:g}, 1]")
         _check_k("k1", self.k1)
         _check_k("k2", self.k2)
         if not isinstance(self.per_stream, bool):

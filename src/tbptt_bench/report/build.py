@@ -29,6 +29,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -78,6 +79,12 @@ def build_report(
     loaded = store.load_runs(results)
     for path, reason in loaded.skipped:
         log.warning("skipped run folder %s: %s", _rel(path, results), reason)
+    if loaded.runs.empty:  # an empty or mistyped folder must not look like a successful report
+        log.warning(
+            "no runs found in %s%s",
+            results,
+            f" ({len(loaded.skipped)} run folders skipped as invalid)" if loaded.skipped else "",
+        )
     written: list[Path] = []
 
     def text(path: Path, body: str) -> None:
@@ -155,23 +162,94 @@ def build_report(
     return written
 
 
+#: The only folders (under the output folder) whose files a report may delete: its own outputs.
+OWN_DIRS = ("tables", "figures")
+
+
+def _deletable(out: Path, rel: Any) -> Path | None:
+    try:
+        return _deletable_path(out, rel)
+    except (OSError, ValueError):  # a name the file system refuses (too long, ...) names nothing to delete
+        return None
+
+
+def _deletable_path(out: Path, rel: Any) -> Path | None:
+    """The file ``rel`` (a manifest entry) names, if the report may delete it; else None.
+
+    Only a plain file inside ``<out>/tables`` or ``<out>/figures`` (checked on the real paths),
+    reached through no symlink at any level, and in no run folder (one holding config.json or
+    summary.json, e.g. a results root passed as the output folder). A tampered manifest can
+    then name anything: nothing but the report's own stale outputs goes.
+    """
+    if not isinstance(rel, str) or not rel or "\x00" in rel:
+        return None
+    parts = Path(rel).parts
+    if Path(rel).is_absolute() or ".." in parts or len(parts) < 2 or parts[0] not in OWN_DIRS:
+        return None
+    path = out / rel
+    cur = out
+    for part in parts:  # no symlink on the way: the real file must be the one named
+        cur = cur / part
+        if cur.is_symlink():
+            return None
+    if not path.is_file():
+        return None
+    try:
+        real, own = (
+            path.resolve(strict=True),
+            [(out / d).resolve(strict=True) for d in OWN_DIRS if (out / d).is_dir()],
+        )
+    except OSError:
+        return None
+    if not any(real.is_relative_to(d) for d in own):
+        return None
+    for parent in real.parents:  # never a file of a run record, wherever the folders sit
+        if (parent / "config.json").is_file() or (parent / "summary.json").is_file():
+            return None
+        if parent in own:
+            break
+    if real.name in ("config.json", "env.json", "curve.csv", "summary.json"):
+        return None
+    return path
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists() or path.is_symlink()
+    except (OSError, ValueError):
+        return False
+
+
 def _clean_stale(out: Path, manifest: Path, written: list[Path]) -> None:
-    """Remove files the previous report listed and this one did not write (then empty folders)."""
+    """Remove files the previous report listed and this one did not write (then empty folders).
+
+    Only what ``_deletable`` allows: the report's own outputs under tables/ and figures/.
+    """
+    if manifest.is_symlink():
+        return
     try:
         old = json.loads(manifest.read_text(encoding="utf-8")).get("files", [])
     except (OSError, ValueError, AttributeError):
         return
+    if not isinstance(old, list):
+        return
     keep = {_rel(p, out) for p in written}
     for rel in old:
-        if not isinstance(rel, str) or rel in keep or ".." in Path(rel).parts or Path(rel).is_absolute():
+        if not isinstance(rel, str) or rel in keep:
             continue
-        path = out / rel
-        if path.is_file():
-            path.unlink()
-            log.info("removed stale report file %s", rel)
+        path = _deletable(out, rel)
+        if path is None:
+            if _exists(out / rel):
+                log.warning(
+                    "kept %s: the manifest names it but it is not a report output", store.cut_text(rel, 200)
+                )
+            continue
+        path.unlink()
+        log.info("removed stale report file %s", rel)
         for parent in path.parents:
             if (
                 parent in (out, out / "tables", out / "figures")
+                or parent.is_symlink()
                 or not parent.is_dir()
                 or any(parent.iterdir())
             ):

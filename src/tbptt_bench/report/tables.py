@@ -121,10 +121,14 @@ def compact(x: float | None) -> str:
 
 
 def _f(x: float | None, spec: str) -> str:
+    if x is not None and spec.endswith("f") and abs(x) >= 1e6:  # a blow-up: 3 significant digits, not 30
+        return format(x, ".3g")
     return DASH if x is None else format(x, spec)
 
 
 def _csv_num(x: float | None, digits: int = 6) -> str:
+    if x is not None and abs(x) >= 1e6:
+        return f"{x:.{digits}g}"
     return "" if x is None else f"{x:.{digits}f}"
 
 
@@ -334,9 +338,9 @@ def cell_text(c: Cell, metric: str = "final") -> str:
         if c.diverged:
             return _diverged_text(c)
         return "failed" if c.failed else NA
-    text = f"{statistics.fmean(values):.3f}"
+    text = _f(statistics.fmean(values), ".3f")
     if len(values) > 1:
-        text += f" ± {statistics.stdev(values):.3f}"
+        text += f" ± {_f(statistics.stdev(values), '.3f')}"
     notes = [f"{c.starved:,} upd."] if c.starved is not None else []
     notes += [f"{k}/{c.runs} {word}" for k, word in ((c.diverged, "diverged"), (c.failed, "failed")) if k]
     return text + (f" ({', '.join(notes)})" if notes else "")
@@ -804,7 +808,7 @@ def _reach(v: float, refs: dict[str, float], tol: float) -> str:
 
 
 def _at(c: Cell) -> str:
-    return f"{c.style_label} ({c.mean:.3f} at lr {fmt_lr(c.lr)})"
+    return f"{c.style_label} ({_f(c.mean, '.3f')} at lr {fmt_lr(c.lr)})"
 
 
 def _paired_sentence(cells: Sequence[Cell], n: int) -> list[str]:

@@ -101,8 +101,10 @@ class RunRecord:
 
 
 class _Diverged(Exception):
+    """A non-finite loss, or a run that ends with its validation loss beyond ``store.BLOWUP_LOSS``."""
+
     def __init__(self, update: int):
-        super().__init__(f"non-finite loss at update {update}")
+        super().__init__(f"non-finite or blown-up loss at update {update}")
         self.update = update
 
 
@@ -262,13 +264,20 @@ def base_config(config: RunConfig, device: str) -> dict[str, Any]:
     }
 
 
-def failed_record(config: RunConfig, device: str, error: str) -> RunRecord:
-    """The record of a run whose worker died before reporting (written by the sweep driver)."""
+def failed_record(
+    config: RunConfig, device: str, error: str, failure_kind: str = "infrastructure"
+) -> RunRecord:
+    """The record of a run whose worker died before reporting (written by the sweep driver).
+
+    ``failure_kind``: "infrastructure" (killed, out of memory or disk: the next sweep retries it)
+    or "deterministic" (the run's own exception: retried only with ``--retry-failed``).
+    """
     summary = {k: None for k in (*store.SUMMARY_KEYS, *store.SUMMARY_OPTIONAL_KEYS)}
     summary.update(
         status="failed",
         error=error,
-        failure_kind="infrastructure",  # the worker died: the run itself may well be fine
+        failure_kind=failure_kind,
+        config_hash=config.config_hash,
         train_wall_s=0.0,
         eval_wall_s=0.0,
         warmup_updates=0,
@@ -279,7 +288,6 @@ def failed_record(config: RunConfig, device: str, error: str) -> RunRecord:
         peak_mem_source="cuda_max_allocated" if device == "cuda" else "ru_maxrss",
         clip_rate=0.0,
         engine_path="none",
-        config_hash=config.config_hash,
     )
     return RunRecord(
         config=base_config(config, device), env=envinfo.collect(device), curve=[], summary=summary
@@ -527,11 +535,16 @@ def run_record(config: RunConfig, device: str, progress: Progress | None = None)
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         _train(run, loop, progress)  # 2. train, validating on the schedule
+        # A run that ends blown up (e.g. a CE of 6.3e29) is no result to rank: "diverged". A finite
+        # transient that training recovers from (clipping) stays "ok": only the end counts.
+        if loop.val and abs(loop.val[-1]) > store.BLOWUP_LOSS:
+            raise _Diverged(loop.updates)
         test_loss = _timed_eval(run, loop, run.test)  # 3. the test stream, once, at the very end
     except _Diverged as d:
         status, diverged_at = "diverged", d.update
     except Exception as e:
-        status, error, kind = "failed", f"{type(e).__name__}: {e}".splitlines()[0], _failure_kind(e)
+        status, error = "failed", store.cut_text(f"{type(e).__name__}: {e}".splitlines()[0], 400)
+        kind = _failure_kind(e)
         if device == "cuda":
             torch.cuda.empty_cache()
     summary = _summary(loop, config, device, status, error, diverged_at)
@@ -540,12 +553,13 @@ def run_record(config: RunConfig, device: str, progress: Progress | None = None)
 
 
 def _failure_kind(e: BaseException) -> str:
-    """ "infrastructure" for what a rerun elsewhere may not repeat (memory, the file system, the
-    device), "deterministic" for bad input and bugs (a rerun fails the same way)."""
-    text = str(e).lower()
-    if isinstance(e, (MemoryError, OSError)) or "out of memory" in text or "cuda error" in text:
+    """ "infrastructure" for exhaustion of the machine (memory, disk): the next sweep retries the run;
+    "deterministic" for the run's own exceptions (same config, same error): kept."""
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
         return "infrastructure"
-    return "deterministic"
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return "infrastructure"
+    return store.classify_failure(f"{type(e).__name__}: {e}")
 
 
 def _summary(

@@ -111,19 +111,25 @@ class _Bad(Exception):
     pass
 
 
-def _int_at_least(lo: int, what: str) -> Callable[[Any], int]:
+# Upper bounds at the door (issue #16): far above any run this benchmark makes, far below values
+# that overflow int64 in the records or only fail after minutes of planning or by memory.
+# The sweep also estimates each run's memory from these (``sweep.estimate_run_bytes``).
+MAX_STEPS = 10**8  # row_len, val_len: steps per row
+MAX_ROWS = 10**6  # batch, val_batch
+MAX_COUNT = 10**9  # epochs, eval_points, warmup_updates, updates, episode_len
+MAX_HIDDEN = 65536
+MAX_SEED = 2**31 - 1
+MAX_LR = 1e3
+MAX_CLIP = 1e12
+
+
+def _int_in(lo: int, hi: int) -> Callable[[Any], int]:
     def check(v: Any) -> int:
-        try:
-            return check_int("value", v, lo)
-        except BenchError:
-            raise _Bad(what) from None
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise _Bad(f"an integer from {lo} to {hi}")
+        return v
 
     return check
-
-
-_pos_int = _int_at_least(1, "a positive integer")
-_nonneg_int = _int_at_least(0, "an integer >= 0")
-_eval_points = _int_at_least(MIN_EVAL_POINTS, f"an integer >= {MIN_EVAL_POINTS}")
 
 
 def _mode(v: Any) -> str:
@@ -132,10 +138,17 @@ def _mode(v: Any) -> str:
     return v
 
 
-def _pos_float(v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-        raise _Bad("a positive number")
-    return float(v)
+def _float_in(hi: float) -> Callable[[Any], float]:
+    def check(v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v <= hi:
+            raise _Bad(f"a positive number up to {hi:g}")
+        return float(v)
+
+    return check
+
+
+_pos_int = _int_in(1, MAX_COUNT)
+_nonneg_int = _int_in(0, MAX_COUNT)
 
 
 def _str(v: Any) -> str:
@@ -172,7 +185,23 @@ def _list_of(item: Callable[[Any], Any], what: str) -> Callable[[Any], tuple]:
 def _table(v: Any) -> dict:
     if not isinstance(v, dict):
         raise _Bad("a table")
+    for x in _numbers(v):  # task parameters: each task checks its own; these bounds hold for all
+        if isinstance(x, float) and not math.isfinite(x):
+            raise _Bad("a table of finite numbers")
+        if isinstance(x, int) and not -MAX_COUNT <= x <= MAX_COUNT:
+            raise _Bad(f"a table of numbers within +-{MAX_COUNT}")
     return {k: _freeze(x) for k, x in v.items()}
+
+
+def _numbers(v: Any) -> Iterable[Any]:
+    if isinstance(v, dict):
+        for x in v.values():
+            yield from _numbers(x)
+    elif isinstance(v, list):
+        for x in v:
+            yield from _numbers(x)
+    elif isinstance(v, (int, float)) and not isinstance(v, bool):
+        yield v
 
 
 def _freeze(v: Any) -> Any:
@@ -186,11 +215,11 @@ def _freeze(v: Any) -> Any:
 
 _BUDGET_KEYS: dict[str, Callable[[Any], Any]] = {
     "epochs": _pos_int,
-    "batch": _pos_int,
-    "row_len": _pos_int,
-    "val_batch": _pos_int,
-    "val_len": _pos_int,
-    "eval_points": _eval_points,
+    "batch": _int_in(1, MAX_ROWS),
+    "row_len": _int_in(1, MAX_STEPS),
+    "val_batch": _int_in(1, MAX_ROWS),
+    "val_len": _int_in(1, MAX_STEPS),
+    "eval_points": _int_in(MIN_EVAL_POINTS, MAX_COUNT),
     "warmup_updates": _nonneg_int,
     "mode": _mode,
     "updates": _pos_int,
@@ -198,9 +227,9 @@ _BUDGET_KEYS: dict[str, Callable[[Any], Any]] = {
 }
 #: Budget keys a spec may leave out (the mode-specific ones; ``Budget`` says what each defaults to).
 _BUDGET_OPTIONAL = ("mode", "updates", "episode_len")
-_HIDDEN = _list_of(_pos_int, "positive integers")
-_LRS = _list_of(_pos_float, "positive numbers")
-_SEEDS = _list_of(_nonneg_int, "integers >= 0")
+_HIDDEN = _list_of(_int_in(1, MAX_HIDDEN), f"integers from 1 to {MAX_HIDDEN}")
+_LRS = _list_of(_float_in(MAX_LR), f"positive numbers up to {MAX_LR:g}")
+_SEEDS = _list_of(_int_in(0, MAX_SEED), f"integers from 0 to {MAX_SEED}")
 _STYLES = _list_of(_style, "style strings like 'tf_style(5)'")
 _OVERRIDE_KEYS: dict[str, Callable[[Any], Any]] = {
     **_BUDGET_KEYS,
@@ -213,7 +242,7 @@ _OVERRIDE_KEYS: dict[str, Callable[[Any], Any]] = {
 _SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
     "task": {"name": (_str, True), "params": (_table, False)},
     "model": {"cell": (_str, True), "hidden_sizes": (_HIDDEN, True)},
-    "optimizer": {"name": (_optimizer, True), "lrs": (_LRS, True), "clip": (_pos_float, False)},
+    "optimizer": {"name": (_optimizer, True), "lrs": (_LRS, True), "clip": (_float_in(MAX_CLIP), False)},
     "budget": {k: (c, k not in _BUDGET_OPTIONAL) for k, c in _BUDGET_KEYS.items()},
     "sweep": {"styles": (_STYLES, True), "seeds": (_SEEDS, True)},
 }
@@ -390,7 +419,9 @@ def _check_section(path: str, where: str, table: Any, schema: Mapping[str, tuple
         try:
             out[key] = check(table[key])
         except _Bad as e:
-            raise SpecError(f"{path}: {where}.{key} = {table[key]!r} is not allowed: expected {e}") from None
+            shown = repr(table[key])
+            shown = shown if len(shown) <= 200 else shown[:180] + f"... ({len(shown)} chars)"
+            raise SpecError(f"{path}: {where}.{key} = {shown} is not allowed: expected {e}") from None
     return out
 
 

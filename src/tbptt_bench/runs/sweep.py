@@ -18,10 +18,12 @@ The driver never runs torch compute: it only builds task objects (to validate th
 
 from __future__ import annotations
 
+import errno
 import json
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -64,8 +66,8 @@ class BackendError(BenchError, RuntimeError):
 class PlannedRun:
     config: RunConfig
     run_dir: Path
-    state: str  # "complete" | "pending" | "incomplete" (a folder without summary, or unreadable: rerun)
-    reason: str | None = None  # why an "incomplete" folder is not a usable run
+    state: str  # "complete" | "pending" | "incomplete" (not a valid record: rerun) | "retry" (a failed run to rerun)
+    reason: str | None = None  # why an "incomplete" or "retry" folder trains again
 
 
 # -- planning --------------------------------------------------------------------------------
@@ -76,50 +78,135 @@ def plan(
     results_root: str | Path,
     seeds_override: int | None = None,
     styles_override: Sequence[str] | None = None,
+    retry_failed: bool = False,
+    memory_limit_bytes: int | None = None,
 ) -> list[PlannedRun]:
     """Every run of ``preset`` for ``specs`` with its folder and state; validates tasks and cells.
 
     ``seeds_override=N`` runs seeds 0..N-1; ``styles_override`` replaces every spec's styles.
+    ``retry_failed``: rerun failed runs of the "deterministic" kind too (infrastructure failures
+    are always rerun). Every run's memory is estimated (``estimate_run_bytes``) before anything
+    trains: a run above ``memory_limit_bytes`` (default: this machine's RAM) is refused with
+    ``SweepError`` naming the estimate.
     """
     from .harness import HarnessError, check_config, run_dir_for
 
     if seeds_override is not None and (isinstance(seeds_override, bool) or seeds_override < 1):
         raise SweepError(f"--seeds {seeds_override!r} is not allowed: use a positive number of seeds")
+    limit = memory_limit_bytes if memory_limit_bytes is not None else machine_memory_bytes()
     seeds = range(seeds_override) if seeds_override is not None else None
     out: dict[str, PlannedRun] = {}
-    checked: set[tuple] = set()
+    tasks: dict[tuple, Any] = {}
     for spec in specs:
         for cfg in resolve(spec, preset, seeds, styles_override):
             key = (cfg.task, repr(sorted(dict(cfg.task_params).items())), cfg.cell, cfg.optimizer)
-            if key not in checked:
+            if key not in tasks:
                 try:
-                    check_config(cfg)
+                    tasks[key] = check_config(cfg)
                 except HarnessError as e:
                     raise SpecError(f"{spec.path}: {e}") from None
-                checked.add(key)
+            if cfg.run_id in out:
+                continue
+            need = estimate_run_bytes(cfg, tasks[key])
+            if limit is not None and need.total > limit:
+                raise SweepError(
+                    f"{spec.path}: run {cfg.run_id} is not allowed: it needs about {_gib(need.total)} "
+                    f"by estimate ({need}) but the limit is {_gib(limit)} (this machine's memory); "
+                    "lower budget.row_len, batch or hidden_sizes"
+                )
             run_dir = run_dir_for(results_root, device_tag, cfg)
-            if cfg.run_id not in out:
-                problem = run_problem(run_dir) if run_dir.exists() else None
-                state = "pending" if not run_dir.exists() else ("incomplete" if problem else "complete")
-                out[cfg.run_id] = PlannedRun(cfg, run_dir, state, problem)
+            state, reason = ("pending", None)
+            if run_dir.exists():
+                reason = rerun_reason(run_dir, retry_failed)
+                problem = run_problem(run_dir)
+                state = "complete" if reason is None else ("incomplete" if problem else "retry")
+            out[cfg.run_id] = PlannedRun(cfg, run_dir, state, reason)
     return list(out.values())
 
 
 def run_problem(run_dir: Path) -> str | None:
-    """Why a run folder must be rerun (None: it is complete): unreadable, off-schema, or cut short.
+    """Why a run folder is not a valid record (None: it is one): ``store.check_run``, the one
+    definition shared with the report, compare and ``load_runs``."""
+    return store.check_run(run_dir)
 
-    Beyond the store's checks, a record the harness wrote has one train row per update, so a
-    curve.csv cut exactly at a row boundary is caught too.
-    """
-    problem = store.check_run(run_dir)
+
+def rerun_reason(run_dir: Path, retry_failed: bool = False) -> str | None:
+    """Why the sweep trains ``run_dir`` again (None: it stays): an invalid record, a failed run
+    whose worker was killed or ran out of memory or disk ("infrastructure"), or with
+    ``retry_failed`` any failed run."""
+    problem = run_problem(run_dir)
     if problem is not None:
         return problem
-    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    with open(run_dir / "curve.csv", encoding="utf-8") as f:
-        train_rows = sum(1 for line in f if line.startswith("train,"))
-    if train_rows != summary["updates"]:
-        return f"curve.csv has {train_rows} train rows but summary.json counts {summary['updates']} updates"
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # changed since it was checked: rerun it
+        return f"summary.json is unreadable: {e}"
+    kind = store.failure_kind_of(summary)
+    if kind == "infrastructure" or (kind is not None and retry_failed):
+        return f"failed ({kind}): {store.cut_text(str(summary.get('error')), 200)}"
     return None
+
+
+# -- what a run needs, estimated before anything trains ------------------------------------------
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes one run needs at least, by part (an estimate from the spec: the order of magnitude)."""
+
+    streams: int  # the training stream (the first is kept for the probe) and the validation stream
+    activations: int  # the graph autograd keeps over one backward window
+    bookkeeping: int  # the plan of updates, and the curve rows kept in memory until the end
+    parameters: int = 0  # weights, gradients and two optimizer buffers (a 1e9-word vocabulary ...)
+
+    @property
+    def total(self) -> int:
+        return self.streams + self.activations + self.bookkeeping + self.parameters
+
+    def __str__(self) -> str:
+        return (
+            f"streams {_gib(self.streams)}, activations {_gib(self.activations)}, "
+            f"parameters {_gib(self.parameters)}, update plan and curve {_gib(self.bookkeeping)}"
+        )
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.3g} GiB"
+
+
+def estimate_run_bytes(cfg: RunConfig, task: Any) -> MemoryEstimate:
+    """A lower-bound estimate of one run's memory, from its config and the (cheap) task object.
+
+    float32 streams of ``batch x row_len x (inputs + outputs)`` (two: the first epoch's is kept),
+    the validation stream, about 8 hidden-sized float32 tensors per step of the longest backward
+    window, the weights with their gradients and two optimizer buffers, and ~200 bytes of Python
+    per planned update (update list, curve row).
+    """
+    from ..styles import parse_style
+
+    b = cfg.budget
+    style = parse_style(cfg.style)
+    width = int(getattr(task, "input_size", 1)) + int(getattr(task, "output_size", 1))
+    streams = 4 * width * (2 * b.batch * b.row_len + b.val_batch * b.val_len)
+    k1 = style.k1 or b.row_len
+    k2 = style.k2 or b.row_len
+    window = min(b.row_len, k1 + k2)
+    activations = 4 * 8 * cfg.hidden_size * b.batch * max(window, 1) + 4 * 8 * cfg.hidden_size * b.val_batch
+    per_epoch = -(-b.row_len // k1)
+    bookkeeping = 200 * per_epoch * (b.epochs + 1)
+    n_in, n_out, h = (
+        int(getattr(task, "input_size", 1)),
+        int(getattr(task, "output_size", 1)),
+        cfg.hidden_size,
+    )
+    parameters = 4 * 4 * (n_in * h + h * h + h * n_out + 2 * h + n_out)
+    return MemoryEstimate(streams, activations, bookkeeping, parameters)
+
+
+def machine_memory_bytes() -> int | None:
+    """Physical memory of this machine (None where the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def clean_leftovers(runs: Iterable[PlannedRun]) -> int:
@@ -146,18 +233,25 @@ def clean_leftovers(runs: Iterable[PlannedRun]) -> int:
     return n
 
 
-def _take(run: PlannedRun, force: bool) -> store.Claim | str:
-    """Claim a run for this driver, or say why not: "busy" (another sweep holds it) or "done".
+def _take(run: PlannedRun, force: bool, retry_failed: bool = False) -> store.Claim | str:
+    """Claim a run for this driver, or say why not: "busy" (another sweep holds it), "done", or
+    "unremovable: ..." (a damaged folder this process cannot clear: that run is left out, the
+    sweep goes on).
 
     Under the claim the folder is looked at again: another sweep may have completed it since
-    planning ("done"), or it is a broken folder to clear before the run starts again.
+    planning ("done"), or it is a broken (or retryable failed) folder to clear before the run
+    starts again.
     """
     claim = store.claim_run(run.run_dir)
     if claim is None:
         return "busy"
     if run.run_dir.exists():
-        if run_problem(run.run_dir) is not None:
-            shutil.rmtree(run.run_dir)
+        if rerun_reason(run.run_dir, retry_failed) is not None:
+            try:
+                shutil.rmtree(run.run_dir)
+            except OSError as e:
+                claim.release()
+                return f"unremovable: cannot clear the damaged folder ({e.strerror or e})"
         elif not force:
             claim.release()
             return "done"
@@ -165,6 +259,12 @@ def _take(run: PlannedRun, force: bool) -> store.Claim | str:
 
 
 # -- running ---------------------------------------------------------------------------------
+#: After this long waiting on a run another process holds, the sweep says so (once per run).
+LOCK_WARN_S = 10.0
+#: ... and after this long it leaves that run out (counted "not_run"), unless told otherwise.
+LOCK_TIMEOUT_S = 600.0
+
+
 def execute(
     runs: Sequence[PlannedRun],
     results_root: str | Path,
@@ -176,32 +276,75 @@ def execute(
     force: bool = False,
     quiet: bool = False,
     address: str | None = None,
+    retry_failed: bool = False,
+    lock_timeout_s: float | None = LOCK_TIMEOUT_S,
 ) -> Counter:
     """Run every run that is not complete (all of them with ``force``); return status counts.
 
     ``threads``: torch intra-op threads per run (None: torch's default). One is the default:
     small recurrent models are latency-bound, and on a busy 2-core machine two threads per run
-    measured 15x slower than one. Counts have keys "ok", "diverged", "failed" and "skipped"
-    (complete runs left alone).
+    measured 15x slower than one. Counts have keys "ok", "diverged", "failed", "skipped"
+    (complete runs left alone) and, when some run could not be started, "not_run" (a damaged
+    folder that cannot be removed, or a run another process held past ``lock_timeout_s``).
 
     Sweeps may share a results folder: each run is claimed (``store.claim_run``) before it
     starts and released once its record is written, so a run trains once at a time; a run
-    another sweep holds is retried until that sweep finishes it (then skipped) or dies.
+    another sweep holds is retried until that sweep finishes it (then skipped) or dies. A wait
+    longer than ``LOCK_WARN_S`` is reported once per run (with the holder's pid and whether it is
+    stopped). A full disk stops the sweep: ``OSError`` (ENOSPC) is raised after every worker is
+    stopped, so nothing half-written is left and the CLI prints one line.
     """
     if backend not in BACKENDS:
         raise SweepError(f"backend {backend!r} is not allowed: use one of {', '.join(BACKENDS)}")
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise SweepError(f"--jobs {jobs!r} is not allowed: use a positive integer")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= MAX_JOBS:
+        raise SweepError(f"--jobs {store._cut(jobs)} is not allowed: use an integer from 1 to {MAX_JOBS}")
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS
+    ):
+        raise SweepError(
+            f"--threads {store._cut(threads)} is not allowed: use an integer from 1 to {MAX_THREADS}"
+        )
+    if address and backend != "ray":
+        raise SweepError(f"--address {store._cut(address)} is not allowed without --backend ray")
     clean_leftovers(runs)
     todo = [r for r in runs if force or r.state != "complete"]
     counts: Counter = Counter(skipped=len(runs) - len(todo))
     if not todo:
         return counts
+    opts = _Options(force, retry_failed, lock_timeout_s)
     if backend == "ray":
-        counts.update(_run_ray(todo, Path(results_root), device, address, threads, quiet, force))
+        counts.update(_run_ray(todo, Path(results_root), device, address, threads, quiet, opts))
     else:
-        counts.update(_run_local(todo, Path(results_root), device, jobs, threads, quiet, force))
+        counts.update(_run_local(todo, Path(results_root), device, jobs, threads, quiet, opts))
     return counts
+
+
+#: Upper bounds of --jobs and --threads: far above any machine this runs on, far below a typo.
+MAX_JOBS = 1024
+MAX_THREADS = 1024
+
+
+@dataclass(frozen=True)
+class _Options:
+    force: bool = False
+    retry_failed: bool = False
+    lock_timeout_s: float | None = LOCK_TIMEOUT_S
+
+
+def _holder(run: PlannedRun) -> str:
+    """Who holds a run's lock, in words (pid and state from the lock file and /proc)."""
+    lock = run.run_dir.parent / f"{store.CLAIM_PREFIX}{run.run_dir.name}"
+    try:
+        pid = int(lock.read_text(encoding="utf-8").split()[0])
+    except (OSError, ValueError, IndexError):
+        return "another process"
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return f"process {pid}"
+    if state in ("T", "t"):
+        return f"process {pid}, which is STOPPED (resume it with `kill -CONT {pid}` or end it)"
+    return f"process {pid}"
 
 
 class _Queue:
@@ -210,10 +353,13 @@ class _Queue:
 
     RETRY_S = 0.2
 
-    def __init__(self, todo: Sequence[PlannedRun], force: bool, on_skip):
+    def __init__(self, todo: Sequence[PlannedRun], opts: _Options, on_skip, warn=None):
         self.todo, self.busy = deque(todo), deque()
-        self.force, self.on_skip = force, on_skip
+        self.opts, self.on_skip = opts, on_skip
+        self.warn = warn or (lambda line: print(line, file=sys.stderr, flush=True))
         self.retry_at = 0.0
+        self.busy_since: dict[str, float] = {}
+        self.warned: set[str] = set()
 
     def __bool__(self) -> bool:
         return bool(self.todo or self.busy)
@@ -223,12 +369,26 @@ class _Queue:
             self.todo, self.busy = self.busy, deque()
         while self.todo:
             run = self.todo.popleft()
-            got = _take(run, self.force)
+            got = _take(run, self.opts.force, self.opts.retry_failed)
             if got == "busy":
+                now = time.monotonic()
+                since = self.busy_since.setdefault(run.config.run_id, now)
+                timeout = self.opts.lock_timeout_s
+                if timeout is not None and now - since >= timeout:
+                    self.on_skip(run, f"not run: held by {_holder(run)} for over {timeout:g} s")
+                    continue
+                if now - since >= LOCK_WARN_S and run.config.run_id not in self.warned:
+                    self.warned.add(run.config.run_id)
+                    self.warn(
+                        f"tbptt-bench: waiting for {run.config.run_id}: held by {_holder(run)}"
+                        + (f"; giving up after {timeout:g} s" if timeout is not None else "")
+                    )
                 self.busy.append(run)
-                self.retry_at = time.monotonic() + self.RETRY_S
+                self.retry_at = now + self.RETRY_S
             elif got == "done":
-                self.on_skip(run)
+                self.on_skip(run, None)
+            elif isinstance(got, str):
+                self.on_skip(run, f"not run: {got}")
             else:
                 return run, got
         return None
@@ -245,7 +405,12 @@ def _bars(quiet: bool):
     return tqdm, quiet or not sys.stderr.isatty()
 
 
-def _report_line(tqdm, quiet: bool, i: int, n: int, run_id: str, summary: dict | None) -> None:
+def _report_line(
+    tqdm, quiet: bool, i: int, n: int, run_id: str, summary: dict | None, note: str | None = None
+) -> None:
+    if note is not None:  # a run left out is said even with --quiet: the exit status is 1 for it
+        tqdm.write(f"[{i}/{n}] not run  {run_id}  ({note.removeprefix('not run: ')})", file=sys.stderr)
+        return
     if quiet:
         return
     if summary is None:
@@ -308,10 +473,25 @@ def _child(
     try:
         summary = execute_run(RunConfig.from_dict(cfg), results_root, device, progress)
         conn.send(("done", summary))
-    except Exception as e:
-        conn.send(("error", f"{type(e).__name__}: {e}".splitlines()[0]))
+    except Exception as e:  # the record could not be written (e.g. a full disk): say so, with errno
+        conn.send(("error", f"{type(e).__name__}: {e}".splitlines()[0], getattr(e, "errno", None)))
     finally:
         conn.close()
+
+
+#: errno values that mean "the disk is full": the sweep stops instead of failing every run left.
+DISK_FULL = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+
+
+def _died(exitcode: int | None) -> str:
+    """A dead worker's exit, in words: a signal (SIGKILL is what the OOM killer sends) or a code."""
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        return f"worker process died (killed by {name}, exit code {exitcode}; out of memory?)"
+    return f"worker process died (exit code {exitcode})"
 
 
 def _context():
@@ -329,7 +509,7 @@ def _run_local(
     jobs: int,
     threads: int | None,
     quiet: bool,
-    force: bool = False,
+    opts: _Options = _Options(),
 ) -> Counter:
     from . import envinfo
     from .harness import failed_record, run_dir_for, write_record
@@ -350,14 +530,19 @@ def _run_local(
     )
     done_n = 0
 
-    def finished(run: PlannedRun, summary: dict | None) -> None:
+    def finished(run: PlannedRun, summary: dict | None, note: str | None = None) -> None:
         nonlocal done_n
-        counts[summary["status"] if summary else "skipped"] += 1
+        counts[summary["status"] if summary else ("not_run" if note else "skipped")] += 1
         done_n += 1
         outer.update(1)
-        _report_line(tqdm, quiet, done_n, len(todo), run.config.run_id, summary)
+        _report_line(tqdm, quiet, done_n, len(todo), run.config.run_id, summary, note)
 
-    queue = _Queue(todo, force, lambda run: finished(run, None))
+    queue = _Queue(
+        todo,
+        opts,
+        lambda run, note: finished(run, None, note),
+        warn=lambda line: tqdm.write(line, file=sys.stderr),
+    )
     try:
         while queue or active:
             while len(active) < jobs and (got := queue.next()) is not None:
@@ -400,14 +585,14 @@ def _run_local(
                 conn.close()
                 p.join()
                 try:
-                    if msg is None:  # the worker died (e.g. killed for memory): record it as failed
-                        rec = failed_record(
-                            run.config, device, f"worker process died (exit code {p.exitcode})"
-                        )
+                    if msg is None:  # the worker died (killed, e.g. for memory): an infrastructure failure
+                        rec = failed_record(run.config, device, _died(p.exitcode), "infrastructure")
                         write_record(run_dir_for(root, envinfo.device_tag(rec.env), run.config), rec)
                         summary = rec.summary
                     elif msg[0] == "error":  # the worker could not write its record
-                        summary = failed_record(run.config, device, msg[1]).summary
+                        if msg[2] in DISK_FULL:  # every run left would fail the same way: stop here
+                            raise OSError(msg[2], f"{os.strerror(msg[2])} (writing {run.config.run_id})")
+                        summary = failed_record(run.config, device, msg[1], "infrastructure").summary
                     else:
                         summary = msg[1]
                 finally:
@@ -483,7 +668,7 @@ def _run_ray(
     address: str | None,
     threads: int | None,
     quiet: bool,
-    force: bool = False,
+    opts: _Options = _Options(),
 ) -> Counter:
     from . import envinfo
     from .harness import failed_record, run_dir_for, write_record
@@ -497,12 +682,12 @@ def _run_ray(
     pending: dict[Any, tuple[PlannedRun, store.Claim]] = {}
     with tqdm(total=len(todo), desc="runs (ray)", unit="run", disable=hidden) as bar:
 
-        def finished(run: PlannedRun, summary: dict | None) -> None:
-            counts[summary["status"] if summary else "skipped"] += 1
+        def finished(run: PlannedRun, summary: dict | None, note: str | None = None) -> None:
+            counts[summary["status"] if summary else ("not_run" if note else "skipped")] += 1
             bar.update(1)
-            _report_line(tqdm, quiet, sum(counts.values()), len(todo), run.config.run_id, summary)
+            _report_line(tqdm, quiet, sum(counts.values()), len(todo), run.config.run_id, summary, note)
 
-        queue = _Queue(todo, force, lambda run: finished(run, None))
+        queue = _Queue(todo, opts, lambda run, note: finished(run, None, note))
         try:
             while queue or pending:
                 while len(pending) < in_flight and (got := queue.next()) is not None:
@@ -519,8 +704,8 @@ def _run_ray(
                         try:
                             rec = ray.get(ref)
                         except Exception as e:
-                            msg = f"ray task failed: {type(e).__name__}: {e}".splitlines()[0]
-                            rec = failed_record(run.config, device, msg)
+                            msg = store.cut_text(f"ray task failed: {type(e).__name__}: {e}".splitlines()[0])
+                            rec = failed_record(run.config, device, msg, "infrastructure")
                         write_record(run_dir_for(root, envinfo.device_tag(rec.env), run.config), rec)
                     finally:
                         claim.release()
