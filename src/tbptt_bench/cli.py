@@ -197,18 +197,19 @@ def _sweep(args, preset: str) -> int:
     else:
         device = envinfo.resolve_device(args.device)
         tag = sweep.local_device_tag(device)
-        if device == "cpu" and not envinfo.machine_name() and envinfo.is_generic_cpu(envinfo.cpu_model()):
-            print(
-                f"{PROG}: warning: this CPU calls itself {envinfo.cpu_model()!r}, which names no model; "
-                f"give the machine a name with --machine NAME (or {envinfo.MACHINE_ENV}) so its results "
-                "do not share a folder with another machine's",
-                file=sys.stderr,
-            )
+
     results = Path(args.results)
     runs = sweep.plan(specs, preset, tag, results, args.seeds, args.style)
     if args.dry_run:
         return _print_plan(runs, args.force)
     _check_writable(results)
+    if device == "cpu" and not envinfo.machine_name() and envinfo.is_generic_cpu(envinfo.cpu_model()):
+        print(
+            f"{PROG}: warning: this CPU calls itself {envinfo.cpu_model()!r}, which names no model; "
+            f"name the machine with --machine NAME (or {envinfo.MACHINE_ENV}) so its results do not "
+            "share a folder with another machine's",
+            file=sys.stderr,
+        )
     n_todo = sum(1 for r in runs if args.force or r.state != "complete")
     if not args.quiet:
         print(
