@@ -138,17 +138,24 @@ def test_cost_table_ratios_to_full_bptt(built):
     # TF-style (4, 4), lr 0.1: mean of seeds wall (20+24)/2 = 22 s vs full 10 s; (900+1100)/2 = 1000
     # timesteps/s vs 2000; peak (100+120)/2 = 110 MiB vs 200; saved 128 KiB vs 512.
     assert (
-        "| 4 | TF-style (4, 4) | 0.1 | 22.000 | 2.20× | 1,000 | 0.50× | 110.0 | 0.55× | 128.0 | 0.25× |" in md
+        "| 4 | TF-style (4, 4) | 0.1 | 22.000 | 2.20× | 1,000 | 0.50× | 110 | 0.55× | 0.125 | 0.25× |" in md
     )
     assert (
-        "| T | Full BPTT (T, T) | 0.03 | 8.000 | 1.00× | 2,500 | 1.00× | 200.0 | 1.00× | 512.0 | 1.00× |"
-        in md
+        "| T | Full BPTT (T, T) | 0.03 | 8.000 | 1.00× | 2,500 | 1.00× | 200 | 1.00× | 0.500 | 1.00× |" in md
     )
     assert (
         "Left out (no ok seed): One-step (4, 1) at lr 0.03 (failed); "
         "Random truncation (pi=0.25) at lr 0.1 (diverged)."
     ) in md
-    assert "Peak memory source: ru_maxrss" in md
+    assert "Peak memory source: ru_maxrss" in md and "| saved for backward (MiB) |" in md
+    assert [tables.sig3(x) for x in (0.000123456, 0.125, 1.5, 110.4, 4321.0, None)] == [
+        "0.000123",
+        "0.125",
+        "1.50",
+        "110",
+        "4,321",
+        "—",
+    ]
     rows = {
         (r["hidden_size"], r["style_spec"], r["lr"]): r
         for r in _csv_rows(out / "tables" / ECHO_CPU / "cost.csv")

@@ -150,6 +150,8 @@ class PageContext:
     groups: list[Group]
     figures: bool
     written: list[Path]
+    code: str = ""  # hash of the report's source now
+    previous_code: str = ""  # and when the manifest was written
 
     def link(self, path: Path) -> str:
         return _rel(path, self.out)
@@ -254,6 +256,8 @@ def _render_all(
     results: Path, out: Path, todo: list[Group], figures: bool, jobs: int, disable: bool | None
 ) -> None:
     """Render ``todo`` (biggest first, so two workers finish together); fills each group's fields."""
+    if not todo:
+        return  # nothing changed: no bar either
     from tqdm import tqdm
 
     todo = sorted(todo, key=lambda g: -sum(_size(d) for d in g.run_dirs))
@@ -386,18 +390,18 @@ def _benchmark_section(ctx: PageContext) -> list[str]:
 def _explainer_figures(ctx: PageContext) -> list[str]:
     if not ctx.figures:
         return []
-    from . import figures as F
-
     md = ["## Figures from the styles alone (no run data)", ""]
-    for stem, caption, make in (
-        (
-            "truncation_patterns",
-            "which states each loss's gradient reaches, per style",
-            F.truncation_patterns_figure,
-        ),
-        ("gradient_norms", "vanishing and exploding gradients in a linear RNN", F.gradient_norms_figure),
+    for stem, caption in (
+        ("truncation_patterns", "which states each loss's gradient reaches, per style"),
+        ("gradient_norms", "vanishing and exploding gradients in a linear RNN"),
     ):
-        paths = F.save(make(), ctx.out / "figures" / stem)
+        paths = [ctx.out / "figures" / f"{stem}.{ext}" for ext in ("png", "svg")]
+        # they depend on the code alone: draw them again only when the report's source changed
+        if ctx.code != ctx.previous_code or not all(p.is_file() for p in paths):
+            from . import figures as F
+
+            make = F.truncation_patterns_figure if stem == "truncation_patterns" else F.gradient_norms_figure
+            paths = F.save(make(), ctx.out / "figures" / stem)
         ctx.written.extend(paths)
         md += [f"![{caption}]({ctx.link(paths[0])})", ""]
     return md
@@ -444,8 +448,9 @@ def build_report(
     try:
         old = json.loads(manifest_path.read_text(encoding="utf-8"))
         old_groups = old.get("groups", {}) if isinstance(old, dict) else {}
+        old_code = str(old.get("code", "")) if isinstance(old, dict) else ""
     except (OSError, ValueError):
-        old_groups = {}
+        old_groups, old_code = {}, ""
     found, pre_skipped = _discover(results)
     code = _code_hash()
     todo: list[Group] = []
@@ -483,7 +488,7 @@ def build_report(
         log.warning("skipped run folder %s: %s", rel, reason)
 
     written: list[Path] = []
-    ctx = PageContext(results, out, groups, figures, written)
+    ctx = PageContext(results, out, groups, figures, written, code, old_code)
     n_runs = sum(g.runs for g in groups)
     page = [
         "# tbptt-bench report",
@@ -533,6 +538,7 @@ def build_report(
     all_written = [report_md, *group_files, *written, tdir / "index.md"]
     _clean_stale(out, manifest_path, all_written)
     manifest = {
+        "code": code,
         "files": sorted(_rel(p, out) for p in all_written),
         "groups": {
             g.key: {"hash": g.hash, "runs": g.runs, "files": g.files, "skipped": [list(s) for s in g.skipped]}

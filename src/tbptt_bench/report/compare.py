@@ -572,6 +572,14 @@ def _figure(sources: list[Source], shared: dict, stem: Path) -> list[Path]:
             F._plain_log_ticks(ax.xaxis)
         axes[-1].set_xlabel(f"speedup over {base.label} (timesteps/s ratio, log scale; 1× dashed)")
         handles, names = axes[0].get_legend_handles_labels()
-        fig.legend(handles, names, loc="outside upper center", ncols=max(len(others), 1), fontsize=7)
-        fig.suptitle(f"Training throughput vs {base.label} (hollow: some run trained < {SHORT_RUN_S:g} s)")
+        fig.legend(
+            handles,
+            names,
+            loc="outside lower center",
+            ncols=max(len(others), 1),
+            fontsize=7,
+            title=f"hollow marker: some run trained < {SHORT_RUN_S:g} s (mostly start-up cost)",
+            title_fontsize=7,
+        )
+        fig.suptitle(f"Training throughput relative to {base.label}, per task and style")
     return F.save(fig, stem, formats=("png",))

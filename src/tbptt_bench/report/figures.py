@@ -474,15 +474,33 @@ def quality_cost_figure(runs: pd.DataFrame):
             ax.set_xscale("log")
             _plain_log_ticks(ax.xaxis)
         ax.set_ylim(lo, hi)
-        if len(ok):
-            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=6, frameon=False, title="style")
+        shown = [lab for lab in order if (ok["style_label"] == lab).any()]
+        if shown:  # legend markers of one size: the area encodes memory, not the style
+            from matplotlib.lines import Line2D
+
+            handles = [
+                Line2D(
+                    [], [], ls="none", marker="o", markersize=6, color=looks[lab]["color"], mec="0.2", mew=0.4
+                )
+                for lab in shown
+            ]
+            ax.legend(
+                handles,
+                shown,
+                loc="upper left",
+                bbox_to_anchor=(1.01, 1.0),
+                fontsize=6,
+                frameon=False,
+                title="style",
+            )
         _ref_lines(ax, refs)
         ax.set_xlabel("training wall time (s)")
         ax.set_ylabel(f"min validation loss ({units})")
         ax.set_title(
-            f"{r0['task']} — {r0['device_tag']} ({r0['sweep']})\nquality vs cost, ok runs, every lr and seed "
-            f"(marker area ∝ saved-for-backward memory, max {smax:.3g} MiB"
-            + ("; losses above the axis drawn on its edge)" if clipped else ")")
+            f"{r0['task']} — {r0['device_tag']} ({r0['sweep']}): quality vs cost\n"
+            f"every ok run; marker area ∝ saved-for-backward memory (largest {smax:.3g} MiB)"
+            + ("\nlosses above the axis drawn on its top edge" if clipped else ""),
+            fontsize=8,
         )
     return fig
 

@@ -89,6 +89,16 @@ def _f(x: float | None, spec: str) -> str:
     return DASH if x is None else format(x, spec)
 
 
+def sig3(x: float | None) -> str:
+    """Three significant figures without exponents: ``sig3(0.125) == '0.125'``, ``sig3(110.4) == '110'``."""
+    if x is None:
+        return DASH
+    if x == 0 or not math.isfinite(x):
+        return f"{x:g}"
+    decimals = max(0, 2 - math.floor(math.log10(abs(x))))
+    return f"{round(x, decimals):,.{decimals}f}"
+
+
 def _csv_num(x: float | None, digits: int = 6) -> str:
     return "" if x is None else f"{x:.{digits}f}"
 
@@ -410,7 +420,7 @@ def cost_tables(runs: pd.DataFrame) -> tuple[str, str]:
         "× full",
         "peak mem (MiB)",
         "× full",
-        "saved for backward (KiB)",
+        "saved for backward (MiB)",
         "× full",
     ]
     for g in model_groups(runs):
@@ -431,9 +441,10 @@ def cost_tables(runs: pd.DataFrame) -> tuple[str, str]:
                     (c.saved_bytes, f and f.saved_bytes, KiB),
                 ]
                 cells_md, cells_csv = [], []
-                for (v, ref, scale), spec in zip(metrics, (".3f", ",.0f", ".1f", ".1f")):
+                for (v, ref, scale), spec in zip(metrics, (".3f", ",.0f", "MiB", "MiB")):
                     r, shown = _ratio(v, ref), None if v is None else v / scale
-                    cells_md += [_f(shown, spec), _f(r, ".2f") + ("×" if r is not None else "")]
+                    text = sig3(None if v is None else v / MiB) if spec == "MiB" else _f(shown, spec)
+                    cells_md += [text, _f(r, ".2f") + ("×" if r is not None else "")]
                     cells_csv += [_csv_num(shown, 3), _csv_num(r, 4)]
                 table.append(["T" if n is None else str(n), c.style_label, fmt_lr(c.lr)] + cells_md)
                 rows.append(
