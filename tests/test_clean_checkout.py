@@ -67,3 +67,20 @@ def test_run_in_a_fresh_clone_leaves_git_status_empty(tmp_path):
     assert (clone / "results" / "local" / "REPORT.md").is_file()
     assert list((clone / "results" / "local" / "cpu-clean-test" / "smoke").glob("echo-full-*"))
     assert _git("status", "--porcelain", cwd=clone) == ""
+
+
+@pytest.mark.skipif(
+    shutil.which("git") is None or not (REPO / ".git").exists(), reason="needs a git checkout"
+)
+def test_git_dirty_ignores_changes_under_results(tmp_path):
+    from tbptt_bench.runs.envinfo import git_info
+
+    clone = tmp_path / "clone"
+    _git("clone", "--quiet", "--local", str(REPO), str(clone), cwd=tmp_path)
+    sub = clone / "src" / "tbptt_bench"  # git_info looks from inside the package, as the runs do
+    assert git_info(sub)[1] is False
+    readme = clone / "results" / "README.md"
+    readme.write_text(readme.read_text(encoding="utf-8") + "\nregenerated\n", encoding="utf-8")
+    assert git_info(sub)[1] is False  # a regenerated report is not a code change
+    (sub / "styles.py").write_text((sub / "styles.py").read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    assert git_info(sub)[1] is True

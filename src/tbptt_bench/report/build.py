@@ -302,6 +302,8 @@ def _demote(md: str, levels: int) -> list[str]:
     lines = md.strip().splitlines()
     if lines and lines[0].startswith("# "):
         lines = lines[1:]
+    while lines and not lines[0].strip():
+        lines = lines[1:]
     return [("#" * levels + line) if line.startswith("#") else line for line in lines]
 
 
@@ -384,6 +386,13 @@ def _benchmark_section(ctx: PageContext) -> list[str]:
         return []
     md = ["## Benchmark ratios", "", "pytest-benchmark summaries kept with the records:", ""]
     md += [f"- [{p.name}]({ctx.link(p)})" for p in ratios]
+    cmp = ctx.out / "compare" / "compare.md"
+    if cmp.is_file() and "## pytest-benchmark" in cmp.read_text(encoding="utf-8"):
+        md += [
+            "",
+            f"The same benchmarks paired across devices (speedup = timesteps/s ratio): "
+            f"[compare.md, section pytest-benchmark]({ctx.link(cmp)}#pytest-benchmark).",
+        ]
     return [*md, ""]
 
 
