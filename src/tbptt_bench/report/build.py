@@ -110,8 +110,9 @@ def _quality_cost(runs, curves):
     return F.quality_cost_figure(runs)
 
 
-#: Per-group figures: (file stem, caption on the page, callable(runs, curves) -> Figure). Saved as
-#: PNG only: SVGs of every group doubled the render time and the page shows PNGs.
+#: Per-group figures: (file stem, caption on the page, callable(runs, curves) -> Figure). ``curves``
+#: holds the validation rows only (see ``_render_group``). Saved as PNG only: SVGs of every group
+#: doubled the render time and the page shows PNGs.
 GROUP_FIGURES: list[tuple[str, str, Callable[[Any, Any], Any]]] = [
     ("loss_vs_n", "loss vs truncation length n", _loss_vs_n),
     ("curves", "learning curves", _curves),
@@ -227,7 +228,7 @@ def _render_group(
 ) -> dict[str, Any]:
     from .load import load_dirs
 
-    loaded = load_dirs(run_dirs)
+    loaded = load_dirs(run_dirs, splits=("val",))
     files: list[str] = []
     base = Path(device) / sweep / task
     runs = loaded.runs[loaded.runs["task"] == task] if len(loaded.runs) else loaded.runs

@@ -32,13 +32,17 @@ class LoadError(ValueError):
     """``load_results`` was given a path that is not a folder."""
 
 
-def load_dirs(run_dirs: Iterable[str | os.PathLike]) -> store.LoadedRuns:
+def load_dirs(run_dirs: Iterable[str | os.PathLike], splits: Iterable[str] | None = None) -> store.LoadedRuns:
     """Like ``store.load_runs`` but for an explicit list of run folders (one report group).
+
+    ``splits`` keeps only those curve rows (the report draws validation curves; the training rows
+    are 99% of a long run's curve and most of the load time).
 
     Uses the store's own row reader and type checks, so a group loads exactly as the whole root
     would; only the folders listed are read (the report renders groups independently).
     """
     rows, curves, skipped = [], [], []
+    keep = None if splits is None else frozenset(splits)
     for run_dir in sorted(Path(d) for d in run_dirs):
         try:
             row, curve = store.load_run(run_dir)
@@ -48,7 +52,7 @@ def load_dirs(run_dirs: Iterable[str | os.PathLike]) -> store.LoadedRuns:
             continue
         rows.append(row)
         base = {k: row[k] for k in store.CURVES_COLUMNS if k not in store.CURVE_COLUMNS}
-        curves.extend({**base, **r} for r in curve)
+        curves.extend({**base, **r} for r in curve if keep is None or r["split"] in keep)
     keys = ["device_tag", "sweep", "task", "run_id"]
     runs = store._frame(rows, store.RUN_COLUMNS).sort_values(keys, kind="stable").reset_index(drop=True)
     curves_df = (
