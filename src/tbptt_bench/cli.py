@@ -257,7 +257,9 @@ def _cmd_run(args) -> int:
         return status
     from .report.build import build_report  # lazy: sweeping needs no pandas/seaborn import
 
-    report = build_report(Path(args.results), jobs=min(2, os.cpu_count() or 1), progress=not args.quiet)[0]
+    report = build_report(
+        Path(args.results), jobs=min(2, os.cpu_count() or 1), progress=False if args.quiet else None
+    )[0]
     print(f"{PROG}: open {report}")
     return status
 
@@ -276,7 +278,7 @@ def _cmd_report(args) -> int:
         sweeps=args.sweep,
         tasks=args.task,
         jobs=args.jobs or min(2, os.cpu_count() or 1),
-        progress=not args.quiet,
+        progress=False if args.quiet else None,
     )[0]
     if args.readme is not None:
         print(f"{PROG}: updated {update_readme(args.readme, args.results_dir)}", file=sys.stderr)
@@ -460,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--jobs", type=_positive_int, metavar="N", help="worker processes rendering groups (default: up to 2)"
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (shown only on a terminal anyway)")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser(

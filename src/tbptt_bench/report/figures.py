@@ -13,6 +13,7 @@ Torch-free: the gradient-norm picture is closed-form numpy.
 from __future__ import annotations
 
 import math
+import os
 import random as _random
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -104,8 +105,12 @@ def write_bytes_if_changed(path: Path, data: bytes) -> bool:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written copy behind
+        raise
     return True
 
 
