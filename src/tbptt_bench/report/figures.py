@@ -369,7 +369,8 @@ def loss_vs_n_figure(runs: pd.DataFrame):
     fam_color = {v["family"]: v["color"] for v in looks.values() if v["ls"] == "-"}
     legend: dict[str, object] = {}
     with _style():
-        fig, axes = _new_figure(1, len(groups), 4.8, 3.4)
+        # + room for the legend beside the panels, so one panel is not squeezed below its labels
+        fig, axes = _new_figure(1, len(groups), 4.8 + 2.4 / len(groups), 3.4)
         for ax, g in zip(axes[0], groups):
             values: list[float] = []
             best: dict[tuple[str, int], object] = {}
@@ -424,7 +425,7 @@ def loss_vs_n_figure(runs: pd.DataFrame):
 
                 ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
                 ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.set_xlabel("truncation length n (log scale; random: mean depth 1/pi)")
+            ax.set_xlabel("truncation length n (log scale; random: 1/pi)")
             ax.set_ylabel(f"min validation loss ({units})")
             ax.set_title(g.label)
             h, _ = ax.get_legend_handles_labels()
