@@ -11,11 +11,14 @@ from pathlib import Path
 import pytest
 
 from tbptt_bench import cli
-from tbptt_bench.runs import store, sweep
+from tbptt_bench.runs import store
 from tbptt_bench.runs.spec import load_specs, resolve
 
 REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONWARNINGS": "error"}
+#: A named machine: this VM's CPU calls itself a generic "Intel(R) Xeon(R) Processor", which would
+#: print the generic-CPU warning on every sweep.
+MACHINE = "cli-test-box"
+ENV = {**os.environ, "PYTHONWARNINGS": "error", "TBPTT_BENCH_MACHINE": MACHINE}
 
 
 def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
@@ -59,9 +62,25 @@ def test_second_sweep_skips_everything(smoke_results):
     assert {p: p.stat().st_mtime_ns for p in results.rglob("summary.json")} == stamps
 
 
-def test_dry_run_lists_the_plan_and_trains_nothing(smoke_results, tmp_path, capsys):
+def test_dry_run_lists_the_plan_and_trains_nothing(smoke_results, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TBPTT_BENCH_MACHINE", "")  # --machine below sets it; restored afterwards
     results, _ = smoke_results
-    assert cli.main(["sweep", "echo", "--preset", "smoke", "--results", str(results), "--dry-run"]) == 0
+    assert (
+        cli.main(
+            [
+                "sweep",
+                "echo",
+                "--preset",
+                "smoke",
+                "--results",
+                str(results),
+                "--dry-run",
+                "--machine",
+                MACHINE,
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 5 and all(line.startswith("skip  complete") for line in out[:4])
     assert out[-1] == "4 runs: 0 would train, 4 complete (dry run: nothing trained)"
@@ -90,8 +109,13 @@ def test_list_shows_tasks_styles_presets_and_devices(smoke_results, capsys):
         "random(pi)",
     ):
         assert f"  {name}\n" in out
-    assert "sweep presets: smoke, quick, full" in out
-    tag = sweep.local_device_tag("cpu")
+    assert "sweep presets (runs per preset over the specs; default quick):" in out
+    planned = {
+        p: sum(len(resolve(s, p)) for s in load_specs(REPO / "tasks")) for p in ("smoke", "quick", "full")
+    }
+    for preset, n in planned.items():
+        assert f"  {preset:6s} {n} runs\n" in out
+    tag = f"cpu-{MACHINE}"
     assert f"  {tag}: 14 complete runs of 14" in out
 
 
@@ -101,7 +125,7 @@ def test_report_and_compare_are_thin_wrappers(tmp_path, capsys, monkeypatch):
 
     calls = []
     monkeypatch.setattr(
-        report, "build_report", lambda d: calls.append(("report", d)) or [d / "tables" / "index.md"]
+        report, "build_report", lambda d, **kw: calls.append(("report", d)) or [d / "REPORT.md"]
     )
     monkeypatch.setattr(
         compare, "compare", lambda dirs, out: calls.append(("compare", dirs, out)) or [out / "x.md"]
@@ -114,8 +138,8 @@ def test_report_and_compare_are_thin_wrappers(tmp_path, capsys, monkeypatch):
         ("report", tmp_path / "a"),
         ("compare", [tmp_path / "a", tmp_path / "b"], tmp_path / "c"),
     ]
-    assert capsys.readouterr().out.split() == [
-        str(tmp_path / "a" / "tables" / "index.md"),
+    assert capsys.readouterr().out.splitlines() == [
+        f"tbptt-bench: open {tmp_path / 'a' / 'REPORT.md'}",  # report: one line, the page to open
         str(tmp_path / "c" / "x.md"),
     ]
 
@@ -204,7 +228,8 @@ def test_missing_ray_is_a_one_line_error(tmp_path, capsys, monkeypatch):
     assert cli.main(["sweep", "echo", "--backend", "ray", "--results", str(tmp_path / "r")]) == 2
     assert (
         capsys.readouterr().err
-        == "tbptt-bench: error: the ray backend needs `pip install tbptt-bench[ray]`\n"
+        == 'tbptt-bench: error: the ray backend needs Ray: pip install -e ".[ray]" (in a checkout) '
+        'or pip install "tbptt-bench[ray]"\n'
     )
     assert not (tmp_path / "r").exists()
 
@@ -258,3 +283,34 @@ def test_any_bench_error_is_exit_2_and_other_errors_are_not_swallowed(tmp_path, 
     monkeypatch.setattr(cli, "_cmd_list", bug)
     with pytest.raises(ValueError, match="a bug"):
         cli.main(["list"])
+
+
+def test_machine_names_the_device_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TBPTT_BENCH_MACHINE", raising=False)
+    monkeypatch.setenv("TBPTT_BENCH_MACHINE", "")
+    argv = ["sweep", "echo", "--preset", "smoke", "--results", str(tmp_path), "--dry-run"]
+    assert cli.main([*argv, "--machine", "Lab Box 7"]) == 0
+    assert "/cpu-lab-box-7/smoke/echo-" in capsys.readouterr().out
+    monkeypatch.setenv("TBPTT_BENCH_MACHINE", "cpu-other")
+    assert cli.main(argv) == 0
+    assert "/cpu-other/smoke/echo-" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["--version"])
+    assert capsys.readouterr().out.startswith("tbptt-bench 0.")
+
+
+def test_list_into_a_closed_pipe_is_quiet(tmp_path):
+    """`tbptt-bench list | head -1`: exit 0 and nothing on stderr once the reader has gone."""
+    proc = subprocess.run(
+        f"{sys.executable} -m tbptt_bench list --results {tmp_path} | head -1; echo ${{PIPESTATUS[0]}}",
+        shell=True,
+        executable="/bin/bash",
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("tasks (registry):") and lines[-1] == "0"
+    assert proc.stderr == ""

@@ -172,7 +172,9 @@ def test_summary_and_cost_never_compare_against_a_starved_run():
     runs.loc[runs["style_spec"] == "tf_style(4)", "updates"] = 50
     _, cost_csv = tables.cost_tables(runs)
     wp = next(r for r in cost_csv.splitlines() if "williams_peng(4)" in r)
-    assert wp.endswith(",100.000,,1.000,,1.000,")  # values shown, every ratio to the starved TF-style empty
+    assert wp.endswith(
+        ",100.000,,1.000000,,0.000977,"
+    )  # values shown (memory in MiB), every ratio to the starved TF-style empty
     md, _ = fair.fair_tables(runs)
     assert "TF-style (4, 4) trained only 50 updates (< 100): not a reference, no paired differences." in md
 
@@ -344,22 +346,33 @@ def write(
         "device": "cpu",
     }
     bp = updates * 8
-    curve = [
-        {
-            "split": "val",
+    val = {0: 0.7, updates // 2: final + 0.05, updates: final}
+
+    def row(split: str, u: int, loss: float) -> dict:
+        return {
+            "split": split,
             "update": u,
             "timesteps": u * 4,
             "backprop_steps": u * 8,
             "train_wall_s": 0.1 * u,
             "loss": loss,
         }
-        for u, loss in ((0, 0.7), (updates // 2, final + 0.05), (updates, final))
-    ]
+
+    # a valid record (store.validate_record): one train row per update, validations in between
+    curve = [row("val", 0, val[0])]
+    for u in range(1, updates + 1):
+        curve.append(row("train", u, final))
+        if u in val:
+            curve.append(row("val", u, val[u]))
     summary = {k: None for k in store.SUMMARY_KEYS} | {
         "status": "ok",
         "min_val_loss": final,
         "final_val_loss": final,
         "train_wall_s": 1.0,
+        "eval_wall_s": 0.1,
+        "warmup_updates": 0,
+        "clip_rate": 0.0,
+        "engine_path": "manual-elman",
         "updates": updates,
         "timesteps": updates * 4,
         "timesteps_per_s": 100.0,
@@ -369,8 +382,7 @@ def write(
         "backprop_steps": bp,
         "test_loss": final + 0.01,
     }
-    name = f"echo-{spec.replace('(', '-').replace(')', '')}-lr{lr}-s{seed}"
-    store.write_run(root / "cpu-x" / sweep / name, config, ENV, curve, summary)
+    store.write_run(root / "cpu-x" / sweep / store.expected_run_id(config), config, ENV, curve, summary)
 
 
 def test_report_writes_fair_tables_from_new_protocol_records(tmp_path):
@@ -404,7 +416,7 @@ def test_report_writes_fair_tables_from_new_protocol_records(tmp_path):
     compute = fair_md.split("## 4. Equal compute", 1)[1]
     assert "Not in the table (no curve reaches the budget): Full BPTT (T, T)." in compute
     index = (tmp_path / "out" / "tables" / "index.md").read_text(encoding="utf-8")
-    assert "- [fair.md](cpu-x/echo/fair.md)" in index
+    assert "(cpu-x/echo/fair.md)" in index
     again = tmp_path / "again"
     build.build_report(root, again, figures=False)
     assert (again / "tables" / "cpu-x" / "echo" / "fair.csv").read_bytes() == (

@@ -39,7 +39,17 @@ def echo_record():
 def test_record_follows_the_schema(echo_record):
     rec = echo_record
     assert set(rec.summary) == set(store.SUMMARY_KEYS) | set(store.SUMMARY_OPTIONAL_KEYS)
-    assert set(rec.env) == set(store.ENV_KEYS)
+    # the store's required keys, plus the machine description env.json gained (optional on load)
+    assert set(rec.env) == set(store.ENV_KEYS) | {
+        "machine",
+        "cpu_cores",
+        "ram_bytes",
+        "gpu_name",
+        "gpu_driver",
+        "blas",
+        "mkl_available",
+        "torch_config",
+    }
     assert set(store.CONFIG_KEYS) <= set(rec.config)
     assert rec.config["loss"] == "ce" and rec.config["device"] == "cpu"
     assert rec.config["style"] == parse_style("tf_style(5)").to_dict()

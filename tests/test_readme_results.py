@@ -33,6 +33,7 @@ def test_block_holds_the_echo_table_with_reference_lines_and_is_stable(reported)
         and "| TF-style (4, 4) | 0.526 ± 0.008 | 0.540 |" in echo_table
     )
     assert "- optimal: 0.4545" in first
+    assert "**The full report: [results/REPORT.md](results/REPORT.md)**" in first  # the page to open
     update_readme(readme, reported)
     assert readme.read_text(encoding="utf-8") == first
 

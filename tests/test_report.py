@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -94,7 +96,7 @@ Reference lines (cross-entropy, nats):
 def built(tmp_path_factory):
     """One full report (tables and figures) of the fixture, built once for this module."""
     out = tmp_path_factory.mktemp("report")
-    paths = report.build_report(FIXTURE, out)
+    paths = report.build_report(FIXTURE, out, progress=False)
     return out, paths
 
 
@@ -164,12 +166,12 @@ def test_cost_table_ratios_to_tf_style_of_the_block(built):
     # Williams–Peng (1, 4), lr 0.1: 80 s vs TF-style (4, 4)'s mean (20+24)/2 = 22 s; 250 vs (900+1100)/2
     # timesteps/s; peak 120 vs (100+120)/2 MiB; saved 128 vs 128 KiB. Old records: no backprop steps.
     assert (
-        "| 4 | Williams–Peng (1, 4) | 0.1 | 1k | n/a | — | 80.000 | 3.64× | 250 | 0.25× | 120.0 | 1.09× "
-        "| 128.0 | 1.00× |" in md
+        "| 4 | Williams–Peng (1, 4) | 0.1 | 1k | n/a | — | 80.000 | 3.64× | 250 | 0.25× | 120 | 1.09× "
+        "| 0.125 | 1.00× |" in md
     )
     # full BPTT (5 updates, starved) is marked and is nobody's reference: no "× full" ratio anywhere
     assert (
-        "| T | Full BPTT (T, T) | 0.03 | 5 (starved) | n/a | — | 8.000 | — | 2,500 | — | 200.0 | — | 512.0 | — |"
+        "| T | Full BPTT (T, T) | 0.03 | 5 (starved) | n/a | — | 8.000 | — | 2,500 | — | 200 | — | 0.500 | — |"
         in md
     )
     assert "× full" not in md
@@ -177,7 +179,15 @@ def test_cost_table_ratios_to_tf_style_of_the_block(built):
         "Left out (no ok seed): One-step (4, 1) at lr 0.03 (failed); "
         "Random truncation (pi=0.25) at lr 0.1 (diverged at upd. 3, best n/a)."
     ) in md
-    assert "Peak memory source: ru_maxrss" in md
+    assert "Peak memory source: ru_maxrss" in md and "| saved for backward (MiB) |" in md
+    assert [tables.sig3(x) for x in (0.000123456, 0.125, 1.5, 110.4, 4321.0, None)] == [
+        "0.000123",
+        "0.125",
+        "1.50",
+        "110",
+        "4,321",
+        "—",
+    ]
     rows = {
         (r["hidden_size"], r["style_spec"], r["lr"]): r
         for r in _csv_rows(out / "tables" / ECHO_CPU / "cost.csv")
@@ -190,9 +200,9 @@ def test_cost_table_ratios_to_tf_style_of_the_block(built):
         "1000.0",
     )
     h16 = rows[("16", "tf_style(8)", "0.1")]
-    assert (h16["timesteps_per_s_vs_tf"], h16["saved_for_backward_KiB"], h16["starved"]) == (
+    assert (h16["timesteps_per_s_vs_tf"], h16["saved_for_backward_MiB"], h16["starved"]) == (
         "1.0000",
-        "1024.000",
+        "1.000000",
         "0",
     )
     assert rows[("16", "full()", "0.1")]["timesteps_per_s_vs_tf"] == ""  # the whole-sequence block has no TF
@@ -248,34 +258,106 @@ def test_summary_follows_changed_data():
 
 
 def test_report_is_byte_identical_on_a_second_run(built, tmp_path):
+    """Same records -> the same bytes in every file, PNGs included (fixed font, no dates)."""
     out, paths = built
-    again = report.build_report(FIXTURE, tmp_path, figures=False)
-    tables_first = sorted(
-        p.relative_to(out) for p in paths if p.parts[-4:-3] != ("figures",) and "tables" in p.parts
-    )
-    assert sorted(
-        p.relative_to(tmp_path) for p in again if p.name != "index.md" and p.name != "manifest.json"
-    ) == [p for p in tables_first if p.name not in ("index.md", "manifest.json")]
-    for rel in (
-        p.relative_to(tmp_path) for p in again if p.suffix in (".md", ".csv") and p.name != "index.md"
-    ):
-        assert (tmp_path / rel).read_bytes() == (out / rel).read_bytes(), rel
-    # the same figure built and saved again gives the same SVG bytes (no dates, fixed hash salt)
+    again = report.build_report(FIXTURE, tmp_path, progress=False)
+    assert [p.relative_to(tmp_path) for p in again] == [p.relative_to(out) for p in paths]
+    for p in again:
+        rel = p.relative_to(tmp_path)
+        assert p.read_bytes() == (out / rel).read_bytes(), rel
+    # a figure built and saved again gives the same SVG bytes too (no dates, fixed hash salt)
     loaded = store.load_runs(FIXTURE)
     group = loaded.runs[(loaded.runs["device_tag"] == CPU) & (loaded.runs["task"] == "echo")]
     curves = loaded.curves[(loaded.curves["device_tag"] == CPU) & (loaded.curves["task"] == "echo")]
-    figures.save(figures.learning_curves_figure(group, curves), tmp_path / "curves", formats=("svg",))
-    assert (tmp_path / "curves.svg").read_bytes() == (out / "figures" / ECHO_CPU / "curves.svg").read_bytes()
+    for name in ("a", "b"):
+        figures.save(figures.learning_curves_figure(group, curves), tmp_path / name, formats=("svg",))
+    assert (tmp_path / "a.svg").read_bytes() == (tmp_path / "b.svg").read_bytes()
+
+
+def test_unchanged_groups_are_not_rendered_or_rewritten(tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    shutil.copytree(FIXTURE, results)
+    rendered: list[str] = []
+    real = report._render_group
+
+    def counting(results_, out, device, sweep, task, *rest):
+        rendered.append(f"{device}/{sweep}/{task}")
+        return real(results_, out, device, sweep, task, *rest)
+
+    monkeypatch.setattr(report, "_render_group", counting)
+    first = report.build_report(results, progress=False)
+    assert sorted(rendered) == [f"{CPU}/smoke/adding", f"{CPU}/smoke/echo", f"{GPU}/smoke/echo"]
+    stamps = {p: p.stat().st_mtime_ns for p in first}
+    rendered.clear()
+    assert report.build_report(results, progress=False) == first
+    assert rendered == []  # every hash matched the manifest
+    assert {p: p.stat().st_mtime_ns for p in first} == stamps  # and no file was rewritten
+    # one run changes: only its group renders again
+    (run,) = (results / CPU / "smoke").glob("adding-full-*")
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    summary["final_val_loss"] = 0.0123  # the cell (final loss); not checked against the curve
+    (run / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    report.build_report(results, progress=False)
+    assert rendered == [f"{CPU}/smoke/adding"]
+    assert "0.012" in (results / "tables" / CPU / "smoke" / "adding" / "r2rt.md").read_text(encoding="utf-8")
+    # filters: only the groups asked for render; the others keep their files
+    rendered.clear()
+    (run / "summary.json").write_text(json.dumps({**summary, "final_val_loss": 0.0456}), encoding="utf-8")
+    paths = report.build_report(results, progress=False, tasks=["echo"], figures=True)
+    assert rendered == [] and (results / "tables" / CPU / "smoke" / "adding" / "r2rt.md") in paths
+    report.build_report(results, progress=False, devices=["cpu-*"], sweeps=["smoke"], tasks=["add*"])
+    assert rendered == [f"{CPU}/smoke/adding"]
+
+
+def _links(md: str) -> list[str]:
+    return re.findall(r"!?\[[^\]]*\]\(([^)\s]+)\)", md)
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's heading anchor: lowercase, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_link_and_image_in_report_and_index_resolves(built):
+    out, _ = built
+    checked = 0
+    for page in (out / "REPORT.md", out / "tables" / "index.md"):
+        text = page.read_text(encoding="utf-8")
+        anchors = {_anchor(line.lstrip("#")) for line in text.splitlines() if line.startswith("#")}
+        for target in _links(text):
+            checked += 1
+            if target.startswith("#"):
+                assert target[1:] in anchors, (page.name, target)
+            else:
+                assert (page.parent / target).is_file(), (page.name, target)
+    assert checked > 30
+    report_md = (out / "REPORT.md").read_text(encoding="utf-8")
+    # per task: summary sentences, table links and the three figures; then the device comparison
+    for needle in (
+        "## echo",
+        "Reaches the optimal line: TF-style (8, 8) (0.456 at lr 0.1).",
+        f"[r2rt](tables/{CPU}/smoke/echo/r2rt.md)",
+        f"(figures/{CPU}/smoke/echo/loss_vs_n.png)",
+        f"(figures/{CPU}/smoke/echo/curves.png)",
+        f"(figures/{CPU}/smoke/echo/quality_vs_cost.png)",
+        "## Hardware comparison",
+        "| echo | 14.14× (2) |",
+        "(compare/compare.png)",
+    ):
+        assert needle in report_md, needle
+    assert report_md.index("## adding") < report_md.index("## echo") < report_md.index("## Hardware")
 
 
 def test_returns_every_file_and_index_lists_them(built):
     out, paths = built
     assert all(p.is_file() for p in paths) and len(paths) == len(set(paths))
+    assert paths[0] == out / "REPORT.md"
     rel = sorted(p.relative_to(out).as_posix() for p in paths)
+    groups = (f"{CPU}/smoke/adding", f"{CPU}/smoke/echo", f"{GPU}/smoke/echo")
     expected = sorted(
         [
             f"tables/{g}/{n}"
-            for g in (f"{CPU}/smoke/adding", f"{CPU}/smoke/echo", f"{GPU}/smoke/echo")
+            for g in groups
             for n in ("r2rt.md", "r2rt.csv", "r2rt_min.md", "cost.md", "cost.csv", "summary.md")
         ]
         + [
@@ -283,19 +365,15 @@ def test_returns_every_file_and_index_lists_them(built):
             for g in (f"{CPU}/adding", f"{CPU}/echo", f"{GPU}/echo")
             for n in ("fair.md", "fair.csv")
         ]
-        + [
-            f"figures/{g}/{n}.{e}"
-            for g in (f"{CPU}/smoke/adding", f"{CPU}/smoke/echo", f"{GPU}/smoke/echo")
-            for n in ("curves", "quality_vs_cost")
-            for e in ("png", "svg")
-        ]
+        + [f"figures/{g}/{n}.png" for g in groups for n in ("loss_vs_n", "curves", "quality_vs_cost")]
         + [f"figures/{n}.{e}" for n in ("truncation_patterns", "gradient_norms") for e in ("png", "svg")]
-        + ["tables/index.md", "tables/manifest.json", "tables/reproductions.md"]
+        + [f"compare/{n}" for n in ("compare.md", "compare.csv", "benchmarks.csv", "compare.png")]
+        + ["REPORT.md", "tables/index.md", "tables/manifest.json", "tables/reproductions.md"]
     )
     assert rel == expected
     index = (out / "tables" / "index.md").read_text(encoding="utf-8")
     for p in paths:
-        if p.name not in ("index.md", "manifest.json"):
+        if p.name not in ("index.md", "manifest.json", "REPORT.md"):
             assert p.name in index
     assert "from 22 complete runs (2 run folders skipped)" in index
 
@@ -340,7 +418,10 @@ def test_learning_curve_and_quality_figures_are_labelled():
     curves = loaded.curves[(loaded.curves["device_tag"] == CPU) & (loaded.curves["task"] == "echo")]
     fig = figures.learning_curves_figure(group, curves)
     assert len(fig.axes) == 4  # two model groups (hidden 4, 16) x (timesteps, wall time)
-    assert [ax.get_xlabel() for ax in fig.axes] == ["timesteps processed", "training wall time (s)"] * 2
+    assert [ax.get_xlabel() for ax in fig.axes] == [
+        "timesteps processed",
+        "training wall time (s, mean over seeds)",
+    ] * 2
     assert all(ax.get_ylabel() == "validation loss (cross-entropy, nats)" for ax in fig.axes)
     assert "echo" in fig._suptitle.get_text() and CPU in fig._suptitle.get_text()
     # dashed reference lines at the task's optimal / partial / no-memory values
@@ -348,9 +429,10 @@ def test_learning_curve_and_quality_figures_are_labelled():
         {round(line.get_ydata()[0], 7) for line in fig.axes[0].lines if line.get_linestyle() == "--"}
     )
     assert dashed == [0.4544544, 0.5191667, 0.6615632]
-    # the hidden-4 panel draws one line per style at its best lr, one per seed (TF-style (4, 4) has 2)
-    solid = [line for line in fig.axes[0].lines if line.get_linestyle() == "-"]
-    assert len(solid) == 8
+    # the hidden-4 panel: one line per style at its best lr (seeds averaged), a band where 2 seeds
+    styled = [line for line in fig.axes[0].lines if line.get_linestyle() != "--" and line.get_marker() == "o"]
+    assert len(styled) == 7
+    assert len(fig.axes[0].collections) == 1  # TF-style (4, 4) has two seeds: its min-max band
     qc = figures.quality_cost_figure(group)
     ax = qc.axes[0]
     assert (ax.get_xlabel(), ax.get_ylabel()) == (
@@ -360,11 +442,56 @@ def test_learning_curve_and_quality_figures_are_labelled():
     assert "echo" in ax.get_title() and CPU in ax.get_title()
 
 
+def test_loss_vs_n_points_are_best_lr_means_with_seed_sd():
+    loaded = store.load_runs(FIXTURE)
+    group = loaded.runs[(loaded.runs["device_tag"] == CPU) & (loaded.runs["task"] == "echo")]
+    fig = figures.loss_vs_n_figure(group)
+    ax = fig.axes[0]  # tanh, hidden 4
+    assert ax.get_title() == "tanh, hidden 4 (adagrad)" and ax.get_xscale() == "log"
+    by_label = {c.get_label(): c for c in ax.containers}
+    tf = by_label["TF-style (n, n)"].lines[0]
+    assert [round(y, 4) for y in tf.get_ydata()] == [0.526, 0.465]  # n = 4 (2 seeds), n = 8
+    (bars,) = by_label["TF-style (n, n)"].lines[2]
+    seg = bars.get_segments()[0]
+    assert abs((seg[1][1] - seg[0][1]) / 2 - 0.0084853) < 1e-6  # ± sample sd of 0.520, 0.532
+    assert [round(y, 3) for y in by_label["one-step (n, 1)"].lines[0].get_ydata()] == [0.66]
+    solid = [line for line in ax.lines if line.get_linestyle() == "-" and len(line.get_xdata()) == 2]
+    assert any(abs(line.get_ydata()[0] - 0.46) < 1e-9 for line in solid)  # full BPTT's level
+    dashed = {round(line.get_ydata()[0], 4) for line in ax.lines if line.get_linestyle() == "--"}
+    assert dashed == {0.4545, 0.5192, 0.6616}
+    lo, hi = ax.get_ylim()
+    assert lo < 0.4545 and hi > 0.6616
+
+
+def test_family_colours_never_repeat_and_shade_by_n():
+    loaded = store.load_runs(FIXTURE)
+    looks = figures.family_styles(loaded.runs[loaded.runs["task"] == "echo"])
+    by_family: dict[str, list] = {}
+    for look in looks.values():
+        by_family.setdefault(look["family"], []).append(look)
+    # each family's full-strength colour is its own; no colour is shared across families
+    solid = {f: [lk["color"] for lk in v if lk["ls"] == "-"] for f, v in by_family.items()}
+    assert all(len(c) == 1 for c in solid.values())
+    colours = [c for f, v in by_family.items() for c in {lk["color"] for lk in v}]
+    assert len(colours) == len(set(colours))
+    tf4, tf8 = looks["TF-style (4, 4)"], looks["TF-style (8, 8)"]
+    assert (
+        tf8["ls"] == "-" and tf4["ls"] != "-" and sum(tf4["color"]) > sum(tf8["color"])
+    )  # smaller n lighter
+    assert all(lk["ls"] != "--" for lk in looks.values())  # dashed is kept for reference lines
+
+
+def test_informative_ylim_drops_far_outliers_and_keeps_references():
+    lo, hi, clipped = figures.informative_ylim([0.5, 0.52, 0.55, 0.6, 9.0] + [0.51] * 20, [0.45, 0.66])
+    assert clipped and lo < 0.45 and 0.66 < hi < 1.0
+    lo, hi, clipped = figures.informative_ylim([0.5, 0.6, 0.62], [0.45, 0.6])
+    assert not clipped and hi >= 0.62
+
+
 def test_saved_svg_carries_axis_labels(built):
     out, _ = built
-    svg = (out / "figures" / ECHO_CPU / "curves.svg").read_text(encoding="utf-8")
-    assert "timesteps processed" in svg and "training wall time (s)" in svg and "no-memory 0.6616" in svg
-    assert "<dc:date>" not in svg
+    svg = (out / "figures" / "gradient_norms.svg").read_text(encoding="utf-8")
+    assert "distance i − t from the loss (steps)" in svg and "<dc:date>" not in svg
     assert (out / "figures" / ECHO_CPU / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -1,10 +1,14 @@
 """The ``tbptt-bench`` command line: list, sweep, run, report, compare.
 
-    tbptt-bench run                           # quick sweep of every task, then the report
-    tbptt-bench sweep echo --preset smoke     # one task's smoke runs into results/
+    tbptt-bench run                           # quick sweep of every task into results/local/, then its report
+    tbptt-bench sweep echo --preset smoke     # one task's smoke runs into results/local/
     tbptt-bench sweep --dry-run               # the plan: which runs exist, which would train
-    tbptt-bench report results/               # tables and figures from the records alone
-    tbptt-bench compare results/cpu-x results/cuda-y --out results/compare
+    tbptt-bench report results/               # REPORT.md, tables and figures from the records alone
+    tbptt-bench compare results/cpu-amd-epyc results/cuda-nvidia-h200 --out /tmp/compare
+    tbptt-bench export results/ --format parquet --out runs.parquet
+
+Runs go to results/local/ (git-ignored) unless --results says otherwise; the committed results/
+change only through an explicit `tbptt-bench report results`.
 
 Bad input (unknown task, style, preset or device, CUDA absent, --jobs 0, a number out of its
 bounds, a run too big for this machine's memory by estimate, an unwritable results folder, a broken
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import re
 import sys
 import tempfile
@@ -31,6 +36,11 @@ from .runs.spec import SWEEP_PRESETS
 __all__ = ["build_parser", "find_specs_dir", "main"]
 
 PROG = "tbptt-bench"
+#: Where run/sweep write unless --results says otherwise: git-ignored, so a sweep never dirties the
+#: checkout; the committed results/ are regenerated only by an explicit `report`.
+DEFAULT_RESULTS = "results/local"
+#: One default preset for both run and sweep.
+DEFAULT_PRESET = "quick"
 
 
 class CLIError(BenchError):
@@ -177,7 +187,16 @@ def _cmd_list(args) -> int:
     for name, fn in styles.PRESETS.items():
         params = ", ".join(inspect.signature(fn).parameters)
         print(f"  {name}({params})")
-    print("sweep presets:", ", ".join(SWEEP_PRESETS))
+    print(f"sweep presets (runs per preset over the specs; default {DEFAULT_PRESET}):")
+    try:
+        from .runs.spec import resolve
+
+        specs = load_specs(find_specs_dir(args.specs_dir))
+        for preset in SWEEP_PRESETS:
+            n = sum(len(resolve(s, preset)) for s in specs)
+            print(f"  {preset:6s} {n} runs")
+    except (SpecError, TypeError, ValueError) as e:
+        print(f"  {', '.join(SWEEP_PRESETS)} (run counts unavailable: {e})")
     root = Path(args.results)
     tags: dict[str, list[int]] = {}
     for run in iter_run_dirs(root):
@@ -214,6 +233,10 @@ def _sweep(args, preset: str) -> int:
         raise CLIError("no task specs to run")
     for style in args.style or ():
         parse_style(style)
+    if args.machine is not None:
+        if not args.machine.strip():
+            raise CLIError("--machine '' is not allowed: give a name such as 'lab-epyc-7b13'")
+        os.environ[envinfo.MACHINE_ENV] = args.machine  # the run processes inherit it
     if args.backend == "ray":
         if args.device not in ("auto", *envinfo.DEVICES):
             envinfo.resolve_device(args.device)
@@ -222,11 +245,19 @@ def _sweep(args, preset: str) -> int:
     else:
         device = envinfo.resolve_device(args.device)
         tag = sweep.local_device_tag(device)
+
     results = Path(args.results)
     runs = sweep.plan(specs, preset, tag, results, args.seeds, args.style, retry_failed=args.retry_failed)
     if args.dry_run:
         return _print_plan(runs, args.force)
     _check_writable(results)
+    if device == "cpu" and not envinfo.machine_name() and envinfo.is_generic_cpu(envinfo.cpu_model()):
+        print(
+            f"{PROG}: warning: this CPU calls itself {envinfo.cpu_model()!r}, which names no model; "
+            f"name the machine with --machine NAME (or {envinfo.MACHINE_ENV}) so its results do not "
+            "share a folder with another machine's",
+            file=sys.stderr,
+        )
     n_todo = sum(1 for r in runs if args.force or r.state != "complete")
     if not args.quiet:
         print(
@@ -277,8 +308,10 @@ def _cmd_run(args) -> int:
         return status
     from .report.build import build_report  # lazy: sweeping needs no pandas/seaborn import
 
-    for p in build_report(Path(args.results)):
-        print(p)
+    report = build_report(
+        Path(args.results), jobs=min(2, os.cpu_count() or 1), progress=False if args.quiet else None
+    )[0]
+    print(f"{PROG}: open {report}")
     return status
 
 
@@ -290,10 +323,27 @@ def _cmd_report(args) -> int:
         raise CLIError(f"results folder {args.results_dir!r} does not exist")
     if args.readme is not None and not Path(args.readme).is_file():
         raise CLIError(f"--readme {args.readme!r} is not allowed: no such file")
-    for p in build_report(Path(args.results_dir)):
-        print(p)
+    report = build_report(
+        Path(args.results_dir),
+        devices=args.device,
+        sweeps=args.sweep,
+        tasks=args.task,
+        jobs=args.jobs or min(2, os.cpu_count() or 1),
+        progress=False if args.quiet else None,
+    )[0]
     if args.readme is not None:
-        print(update_readme(args.readme, args.results_dir))
+        print(f"{PROG}: updated {update_readme(args.readme, args.results_dir)}", file=sys.stderr)
+    print(f"{PROG}: open {report}")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from .report.export import export
+
+    if not Path(args.results_dir).is_dir():
+        raise CLIError(f"results folder {args.results_dir!r} does not exist")
+    for p in export(args.results_dir, args.out, args.format):
+        print(p)
     return 0
 
 
@@ -329,7 +379,8 @@ def _sweep_flags(p: argparse.ArgumentParser, default_preset: str) -> None:
         choices=SWEEP_PRESETS,
         help=(
             "sweep size: smoke (seconds), quick (minutes), full (the real comparison, equal data); "
-            f"full-updates and full-episodic (full on the other budget axes); default {default_preset}"
+            f"full-updates and full-episodic (full on the other budget axes); default {default_preset} "
+            "(`tbptt-bench list` shows each preset's run count)"
         ),
     )
     p.add_argument(
@@ -341,7 +392,17 @@ def _sweep_flags(p: argparse.ArgumentParser, default_preset: str) -> None:
         metavar="STYLE",
         help="run only this style, e.g. 'tf_style(5)' (repeat for several); default: the spec's styles",
     )
-    p.add_argument("--results", default="results", metavar="DIR", help="results folder (default results/)")
+    p.add_argument(
+        "--results",
+        default=DEFAULT_RESULTS,
+        metavar="DIR",
+        help=f"results folder (default {DEFAULT_RESULTS}/, git-ignored: the committed results/ stay untouched)",
+    )
+    p.add_argument(
+        "--machine",
+        metavar="NAME",
+        help=f"name this machine: runs go to <results>/<device kind>-NAME/ (also {'TBPTT_BENCH_MACHINE'})",
+    )
     p.add_argument(
         "--specs-dir",
         metavar="DIR",
@@ -406,7 +467,10 @@ def _how_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = _Parser(prog=PROG, description="A benchmark for truncated backpropagation through time.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser, required=True)
 
     p = sub.add_parser(
@@ -429,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train every run of a sweep preset that is not complete yet",
         description="Train every run of a sweep preset that is not complete yet.",
     )
-    _sweep_flags(p, "smoke")
+    _sweep_flags(p, DEFAULT_PRESET)
     p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser(
@@ -437,7 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the quick sweep of every task, then the report",
         description="The quick sweep (same flags as sweep), then the report.",
     )
-    _sweep_flags(p, "quick")
+    _sweep_flags(p, DEFAULT_PRESET)
     p.set_defaults(func=_cmd_run)
     _add_report_parsers(sub)
     return parser
@@ -462,7 +526,45 @@ def _add_report_parsers(sub) -> None:
         metavar="FILE",
         help="also rewrite the block between the results markers of this README (e.g. README.md)",
     )
+    for flag, what in (
+        ("--device", "device folder, e.g. cpu-amd-epyc"),
+        ("--sweep", "sweep, e.g. full"),
+        ("--task", "task, e.g. echo"),
+    ):
+        p.add_argument(
+            flag,
+            action="append",
+            metavar="NAME",
+            help=f"render only this {what} (glob patterns allowed; repeat for several); others keep their files",
+        )
+    p.add_argument(
+        "--jobs", type=_positive_int, metavar="N", help="worker processes rendering groups (default: up to 2)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar (shown only on a terminal anyway)")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser(
+        "export",
+        help="every run (and its curve) as one parquet or CSV file, for notebooks",
+        description="Write the runs table of a results folder as parquet or CSV (curves beside it).",
+    )
+    p.add_argument(
+        "results_dir",
+        nargs="?",
+        default="results",
+        metavar="RESULTS_DIR",
+        help="results folder (default results/)",
+    )
+    p.add_argument(
+        "--format", choices=("parquet", "csv"), default="parquet", help="file format (default parquet)"
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE",
+        help="runs file to write, e.g. runs.parquet; the curves go beside it as <stem>-curves.<ext>",
+    )
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser(
         "compare",
@@ -477,9 +579,9 @@ def _add_report_parsers(sub) -> None:
     )
     p.add_argument(
         "--out",
-        default="results/compare",
+        default="results/local/compare",
         metavar="DIR",
-        help="where to write the comparison (default results/compare)",
+        help="where to write the comparison (default results/local/compare)",
     )
     p.set_defaults(func=_cmd_compare)
 
@@ -488,7 +590,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``tbptt-bench`` and ``python -m tbptt_bench``; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+        return status
+    except BrokenPipeError:
+        # `tbptt-bench list | head -1`: the reader left; that is not an error. Point stdout at
+        # devnull so the interpreter's final flush stays quiet too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

@@ -1,13 +1,22 @@
-"""``tbptt-bench compare DIR_A DIR_B ...``: hardware timings side by side.
+"""``tbptt-bench compare DIR [DIR ...]``: the same runs on several devices, side by side.
 
-Each DIR is a results root (or a device folder inside one). Every (DIR, device_tag) found is a
-*source*; the first source is the baseline. For each (task, sweep, model, optimizer, style, lr)
-that finished ok on at least two sources: timesteps/s and peak memory per source, and the speedup
-(timesteps/s ÷ the baseline's). pytest-benchmark JSON under ``DIR/benchmarks/`` (any depth) adds
-a benchmark table (median time, timesteps/s and speedup per device). Torch-free.
+Each DIR is a results root or a device folder; every (DIR, device_tag) found is a *source*; the
+first source is the baseline. Runs are matched on (task, sweep, model, optimizer, style, lr) —
+never on the device — and their seeds aggregated: timesteps/s as mean ± sd over the seeds that
+finished ok. Speedup = timesteps/s ÷ the baseline's (the throughput ratio, so runs of different
+lengths still compare), summarised per task as a geometric mean. A ``†`` marks configurations in
+which some run trained for under 1 s (its timing is mostly start-up noise). Each source's torch,
+CUDA, cuDNN and Python versions come from the runs' ``env.json``; memory columns name their
+measure (``ru_maxrss`` = the CPU process's peak RSS, ``cuda_max_allocated`` = the allocator's peak).
 
-Writes ``compare.md``, ``compare.csv``, ``compare.png|svg`` (when there is an overlap) and
-``benchmarks.csv`` (when there are benchmark files) into ``out_dir``; returns the paths.
+pytest-benchmark JSON under ``DIR/benchmarks/`` (any depth) adds a benchmark table matched on
+(test, style, size, implementation) across devices; the sizes may use different sequence lengths
+per device (CPU "large" is T = 256, GPU T = 1,024), so the speedup is again a ratio of
+timesteps/s. Only summary.json, config.json and env.json are read (no curves). Torch-free.
+
+Writes ``compare.md``, ``compare.csv``, ``compare.png`` (when there is an overlap) and
+``benchmarks.csv`` (when there are benchmark files) into ``out_dir``; files whose bytes would not
+change are left alone. Returns the paths.
 
 >>> import tempfile
 >>> d = tempfile.mkdtemp()
@@ -29,13 +38,17 @@ from typing import Any
 
 from ..errors import BenchError
 from ..runs import store
-from .tables import csv_text, fmt_lr, md_table, plain
+from .markdown import md_table
+from .tables import csv_text, fmt_lr
 
 __all__ = ["CompareError", "Source", "benchmark_timings", "compare", "run_timings"]
 
 log = logging.getLogger("tbptt_bench.report.compare")
 MiB = 1024.0 * 1024.0
 KEY = ("task", "sweep", "cell", "hidden_size", "optimizer", "style_spec", "lr")
+#: A run that trained for less than this is marked †: its rate is dominated by start-up costs.
+SHORT_RUN_S = 1.0
+DAGGER = "†"
 
 
 class CompareError(BenchError):
@@ -50,42 +63,113 @@ class Source:
     folder: Path
     device_tag: str
     label: str
+    env: tuple[tuple[str, Any], ...] = ()  # torch/CUDA/cuDNN/Python versions, device name
+
+    def env_value(self, key: str) -> Any:
+        return dict(self.env).get(key)
+
+
+def _read(path: Path) -> dict:
+    obj = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path.name} is not a JSON object")
+    return obj
+
+
+def _records(folder: Path, warn: bool = True) -> list[dict]:
+    """One flat record per complete run under ``folder``: what compare needs, without curves."""
+    out = []
+    for d in store.iter_run_dirs(folder):
+        try:
+            summary, config, env = (_read(d / f) for f in ("summary.json", "config.json", "env.json"))
+            out.append(
+                {
+                    "device_tag": d.parent.parent.name,
+                    "task": str(config["task"]),
+                    "sweep": str(config["sweep"]),
+                    "cell": str(config["model"]["cell"]),
+                    "hidden_size": int(config["model"]["hidden_size"]),
+                    "optimizer": str(config["optimizer"]["name"]),
+                    "style_spec": str(config["style"]["spec"]),
+                    "style_label": str(config["style"]["label"]),
+                    "lr": float(config["optimizer"]["lr"]),
+                    "seed": config.get("seed"),
+                    "status": summary["status"],
+                    "timesteps_per_s": summary.get("timesteps_per_s"),
+                    "train_wall_s": summary.get("train_wall_s"),
+                    "peak_mem_bytes": summary.get("peak_mem_bytes"),
+                    "peak_mem_source": summary.get("peak_mem_source"),
+                    "saved_bytes": summary.get("saved_for_backward_peak_bytes"),
+                    "env": env,
+                }
+            )
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            reason = "incomplete: no summary.json" if not (d / "summary.json").exists() else str(e)
+            log.log(logging.WARNING if warn else logging.DEBUG, "skipped run folder %s: %s", d, reason)
+    return out
+
+
+def _finite(vs: Sequence[Any]) -> list[float]:
+    out = []
+    for v in vs:
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(f):
+            out.append(f)
+    return out
 
 
 def _mean(vs: Sequence[Any]) -> float | None:
-    xs = [float(v) for v in vs if v is not None and math.isfinite(float(v))]
+    xs = _finite(vs)
     return statistics.fmean(xs) if xs else None
 
 
-def run_timings(dirs: Sequence[Path]) -> tuple[list[Source], dict[tuple, dict[Source, dict]]]:
-    """Sources in argument order and {key: {source: {tps, peak, runs, style_label, ...}}} over ok runs."""
+def _sd(vs: Sequence[Any]) -> float | None:
+    xs = _finite(vs)
+    return statistics.stdev(xs) if len(xs) > 1 else None
+
+
+ENV_KEYS = ("device_name", "torch_version", "cuda_version", "cudnn_version", "python_version", "cpu_model")
+
+
+def run_timings(
+    dirs: Sequence[Path], warn: bool = True
+) -> tuple[list[Source], dict[tuple, dict[Source, dict]]]:
+    """Sources in argument order and {key: {source: {tps, tps_sd, peak, runs, short, ...}}} (ok runs)."""
+    loaded = [(i, Path(d), _records(Path(d), warn)) for i, d in enumerate(dirs)]
+    tag_count: dict[str, int] = {}
+    for _, _, recs in loaded:
+        for tag in sorted({r["device_tag"] for r in recs}):
+            tag_count[tag] = tag_count.get(tag, 0) + 1
     sources: list[Source] = []
     per_key: dict[tuple, dict[Source, dict]] = {}
-    loaded = [(i, Path(d), store.load_runs(d)) for i, d in enumerate(dirs)]
-    tag_count: dict[str, int] = {}
-    for _, _, lr in loaded:
-        for tag in sorted(set(lr.runs["device_tag"])):
-            tag_count[tag] = tag_count.get(tag, 0) + 1
-    for i, folder, lr in loaded:
-        for path, reason in lr.skipped:
-            log.warning("skipped run folder %s: %s", path, reason)
-        ok = lr.runs[lr.runs["status"] == "ok"]
-        for tag in sorted(set(lr.runs["device_tag"])):
+    for i, folder, recs in loaded:
+        for tag in sorted({r["device_tag"] for r in recs}):
+            mine = [r for r in recs if r["device_tag"] == tag]
+            env0 = mine[0]["env"]
             label = tag if tag_count[tag] == 1 else f"{tag} (dir {i + 1}: {folder.name or folder})"
-            src = Source(i, folder, tag, label)
+            src = Source(i, folder, tag, label, tuple((k, env0.get(k)) for k in ENV_KEYS))
             sources.append(src)
             groups: dict[tuple, list[dict]] = {}
-            for rec in ok[ok["device_tag"] == tag].to_dict("records"):
-                rec = {k: plain(v) for k, v in rec.items()}
-                groups.setdefault(tuple(rec[k] for k in KEY), []).append(rec)
-            for key, recs in groups.items():
+            for r in mine:
+                if r["status"] == "ok":
+                    groups.setdefault(tuple(r[k] for k in KEY), []).append(r)
+            for key, rs in groups.items():
+                rs.sort(key=lambda r: (r["seed"] is None, r["seed"] or 0))
+                walls = _finite([r["train_wall_s"] for r in rs])
                 per_key.setdefault(key, {})[src] = {
-                    "runs": len(recs),
-                    "style_label": recs[0]["style_label"],
-                    "device_name": recs[0]["device_name"],
-                    "timesteps_per_s": _mean([r["timesteps_per_s"] for r in recs]),
-                    "peak_mem_bytes": _mean([r["peak_mem_bytes"] for r in recs]),
-                    "peak_mem_source": recs[0]["peak_mem_source"],
+                    "runs": len(rs),
+                    "style_label": rs[0]["style_label"],
+                    "device_name": rs[0]["env"].get("device_name"),
+                    "timesteps_per_s": _mean([r["timesteps_per_s"] for r in rs]),
+                    "timesteps_per_s_sd": _sd([r["timesteps_per_s"] for r in rs]),
+                    "peak_mem_bytes": _mean([r["peak_mem_bytes"] for r in rs]),
+                    "peak_mem_source": rs[0]["peak_mem_source"],
+                    "saved_bytes": _mean([r["saved_bytes"] for r in rs]),
+                    "min_train_wall_s": min(walls) if walls else None,
+                    "short": bool(walls) and min(walls) < SHORT_RUN_S,
                 }
     return sources, per_key
 
@@ -94,12 +178,38 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b == 0 else a / b
 
 
+def _ratio_sd(e: dict, base: dict) -> float | None:
+    """sd of a/b from the seeds' sds (first-order error propagation); None with single seeds."""
+    a, b = e["timesteps_per_s"], base["timesteps_per_s"]
+    if not a or not b:
+        return None
+    ra, rb = (e["timesteps_per_s_sd"] or 0) / a, (base["timesteps_per_s_sd"] or 0) / b
+    return None if ra == 0 and rb == 0 else (a / b) * math.hypot(ra, rb)
+
+
 def _fmt(x: float | None, spec: str, suffix: str = "") -> str:
     return "—" if x is None else format(x, spec) + suffix
 
 
 def _key_sort(key: tuple) -> tuple:
     return tuple((v is None, 0 if v is None else (-v if k == "lr" else v)) for k, v in zip(KEY, key))
+
+
+def _tps_text(e: dict) -> str:
+    text = _fmt(e["timesteps_per_s"], ",.0f")
+    if e["timesteps_per_s_sd"] is not None:
+        text += f" ± {e['timesteps_per_s_sd']:,.0f}"
+    return text + (f" ({e['runs']})" if e["runs"] > 1 else "") + (f" {DAGGER}" if e["short"] else "")
+
+
+def geometric_mean(xs: Sequence[float]) -> float | None:
+    """exp(mean(log x)) of the positive values; None when there are none.
+
+    >>> round(geometric_mean([2.0, 8.0]), 6)
+    4.0
+    """
+    ys = [math.log(x) for x in xs if x is not None and x > 0 and math.isfinite(x)]
+    return math.exp(statistics.fmean(ys)) if ys else None
 
 
 # -- pytest-benchmark JSON ----------------------------------------------------------------------
@@ -117,10 +227,11 @@ def _bench_files(folder: Path) -> list[Path]:
 def benchmark_timings(
     dirs: Sequence[Path], prefer: Sequence[str] = ()
 ) -> tuple[list[str], dict[tuple, dict[str, dict]]]:
-    """Devices and {(group, style, impl): {device: {name, median_s, timesteps_per_s, file}}}.
+    """Devices and {(test, style, size, impl): {device: {name, median_s, timesteps_per_s, T, file}}}.
 
-    Devices named in ``prefer`` (e.g. the sources' device names, in argument order) come first, the
-    rest in order of appearance. Each file is read once; later files (by path) win on repeats.
+    The key leaves the device out (pytest-benchmark groups such as ``full() | cpu | small`` name
+    it, so keying on them paired nothing). Devices named in ``prefer`` come first, the rest in
+    order of appearance. Each file is read once; later files (by path) win on repeats.
     """
     seen: list[str] = []
     table: dict[tuple, dict[str, dict]] = {}
@@ -146,18 +257,19 @@ def benchmark_timings(
                     or path.parent.name
                 )
                 key = (
-                    str(b.get("group") or ""),
+                    str(b["name"]).split("[", 1)[0],
                     str(extra.get("style") or params.get("style") or b["name"]),
+                    str(extra.get("size") or params.get("size") or ""),
                     str(extra.get("impl") or params.get("impl") or ""),
                 )
                 if device not in seen:
                     seen.append(device)
+                tps = extra.get("timesteps_per_s")
                 table.setdefault(key, {})[device] = {
                     "name": b["name"],
                     "median_s": float(b["stats"]["median"]),
-                    "timesteps_per_s": None
-                    if extra.get("timesteps_per_s") is None
-                    else float(extra["timesteps_per_s"]),
+                    "timesteps_per_s": None if tps is None else float(tps),
+                    "T": extra.get("T"),
                     "file": path,
                 }
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
@@ -174,9 +286,21 @@ def _bench_speedup(row: dict, base: dict | None) -> float | None:
     return _ratio(base["median_s"], row["median_s"])
 
 
+def _write(path: Path, text: str, written: list[Path]) -> None:
+    from .build import write_text_if_changed
+
+    write_text_if_changed(path, text)
+    written.append(path)
+
+
 # -- the command --------------------------------------------------------------------------------
-def compare(dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> list[Path]:
-    """Compare timings across devices; the first source (first DIR, first device) is the baseline."""
+def compare(
+    dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *, warn: bool = True
+) -> list[Path]:
+    """Compare timings across devices; the first source (first DIR, first device) is the baseline.
+
+    ``warn=False``: skipped run folders are logged at DEBUG (the report has already warned).
+    """
     if not dirs:
         raise CompareError("dirs=[] is not allowed: give at least one results folder")
     folders = [Path(d) for d in dirs]
@@ -184,40 +308,82 @@ def compare(dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> li
         if not f.is_dir():
             raise CompareError(f"dir={str(f)!r} is not a folder: give results folders (e.g. results/cpu-...)")
     out = Path(out_dir)
-    sources, per_key = run_timings(folders)
+    sources, per_key = run_timings(folders, warn)
     shared = {k: v for k, v in per_key.items() if len(v) >= 2}
     base = sources[0] if sources else None
     written: list[Path] = []
-    md = [
-        "# Hardware comparison",
-        "",
-        "Sources (folder → device tag): "
-        + ("; ".join(f"`{s.label}` from `{s.folder.as_posix()}`" for s in sources) or "none")
-        + ".",
-        f"Baseline: `{base.label}`. Speedup = timesteps/s ÷ the baseline's, same task, sweep, model, "
-        "optimizer, style and lr; means over seeds that finished ok."
-        if base
-        else "No runs found.",
-        "",
-    ]
+    md = ["# Hardware comparison", ""]
+    if sources:
+        md += md_table(
+            ["source", "folder", "device", "torch", "CUDA", "cuDNN", "Python"],
+            [
+                [
+                    f"`{s.label}`" + (" (baseline)" if s == base else ""),
+                    f"`{s.folder.as_posix()}`",
+                    s.env_value("device_name") or "—",
+                    s.env_value("torch_version") or "—",
+                    s.env_value("cuda_version") or "—",
+                    s.env_value("cudnn_version") or "—",
+                    s.env_value("python_version") or "—",
+                ]
+                for s in sources
+            ],
+            "lllllll",
+        ) + [""]
+        md += [
+            f"Speedup = timesteps/s ÷ the baseline's (`{base.label}`), same task, sweep, model, optimizer, "
+            "style and lr; timesteps/s is the mean ± sd over the seeds that finished ok (seed count in "
+            f"brackets when more than one). {DAGGER} = a run of this configuration trained for under "
+            f"{SHORT_RUN_S:g} s, so its rate is mostly start-up cost. Peak memory is each device's own "
+            "measure (named in the column): not comparable across devices; saved-for-backward is.",
+            "",
+        ]
+    else:
+        md += ["No runs found.", ""]
+    others = [s for s in sources if s != base]
+    # geometric mean per task
+    geo_rows, geo_csv = [], []
+    for task in sorted({k[0] for k in shared}):
+        line = [task]
+        for s in others:
+            sp = [
+                _ratio(e[s]["timesteps_per_s"], e[base]["timesteps_per_s"])
+                for k, e in shared.items()
+                if k[0] == task and s in e and base in e
+            ]
+            sp = [x for x in sp if x is not None]
+            g = geometric_mean(sp)
+            line.append(_fmt(g, ".2f", f"× ({len(sp)})") if g is not None else "—")
+            if g is not None:
+                geo_csv.append([task, s.label, f"{g:.4f}", len(sp)])
+        geo_rows.append(line)
+    if geo_rows and others:
+        md += ["## Geometric-mean speedup", ""]
+        md += [
+            f"Per task, over the configurations both sources ran (count in brackets); baseline `{base.label}`.",
+            "",
+        ]
+        md += md_table(["task", *[f"{s.label}" for s in others]], geo_rows, "l" + "r" * len(others)) + [""]
     rows_csv, table = [], []
     header = ["task", "sweep", "model", "lr", "style"]
     for s in sources:
-        header += [f"{s.label} timesteps/s", f"{s.label} peak MiB"] + (
-            [] if s == base else [f"{s.label} speedup"]
-        )
+        srcs = sorted({e[s]["peak_mem_source"] or "?" for e in shared.values() if s in e})
+        header += [f"{s.label} timesteps/s", f"{s.label} peak MiB ({', '.join(srcs) or '—'})"]
+        header += [] if s == base else [f"{s.label} speedup"]
     for key in sorted(shared, key=_key_sort):
         task, sweep, cell, hidden, opt, spec, lr = key
         entry = shared[key]
         any_src = next(iter(entry.values()))
         line = [task, sweep, f"{cell}{hidden} ({opt})", fmt_lr(lr), any_src["style_label"]]
-        base_tps = entry[base]["timesteps_per_s"] if base in entry else None
+        b = entry.get(base)
         for s in sources:
             e = entry.get(s)
-            tps = e["timesteps_per_s"] if e else None
             peak = e["peak_mem_bytes"] / MiB if e and e["peak_mem_bytes"] is not None else None
-            speed = _ratio(tps, base_tps)
-            line += [_fmt(tps, ",.0f"), _fmt(peak, ".1f")] + ([] if s == base else [_fmt(speed, ".2f", "×")])
+            speed = _ratio(e and e["timesteps_per_s"], b and b["timesteps_per_s"])
+            sd = _ratio_sd(e, b) if e and b and s != base else None
+            line += ["—" if e is None else _tps_text(e), _fmt(peak, ".3g")]
+            if s != base:
+                line.append(_fmt(speed, ".2f", "×") + (f" ± {sd:.2f}" if sd is not None else ""))
             if e:
                 rows_csv.append(
                     [
@@ -231,12 +397,15 @@ def compare(dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> li
                         fmt_lr(lr),
                         s.label,
                         s.device_tag,
-                        e["device_name"],
+                        e["device_name"] or "",
                         e["runs"],
-                        _fmt(tps, ".3f", ""),
-                        _fmt(peak, ".3f"),
+                        _fmt(e["timesteps_per_s"], ".3f").replace("—", ""),
+                        _fmt(e["timesteps_per_s_sd"], ".3f").replace("—", ""),
+                        _fmt(peak, ".3f").replace("—", ""),
                         e["peak_mem_source"] or "",
-                        _fmt(speed, ".4f"),
+                        _fmt(e["saved_bytes"] and e["saved_bytes"] / MiB, ".4f").replace("—", ""),
+                        _fmt(e["min_train_wall_s"], ".4f").replace("—", ""),
+                        _fmt(speed, ".4f").replace("—", ""),
                     ]
                 )
         table.append(line)
@@ -244,13 +413,13 @@ def compare(dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> li
         md += ["## Runs", ""] + md_table(header, table, "lllll" + "r" * (len(header) - 5)) + [""]
     else:
         md += ["No (task, sweep, model, style, lr) finished ok on two or more sources.", ""]
-    names = [next((e[s]["device_name"] for e in per_key.values() if s in e), "") for s in sources]
+    names = [s.env_value("device_name") or "" for s in sources]
     devices, benches = benchmark_timings(folders, prefer=[n for n in names if n])
     bench_rows = []
     if benches:
-        bhead = ["group", "style", "impl"]
+        bhead = ["test", "style", "size", "impl"]
         for i, d in enumerate(devices):
-            bhead += [f"{d} median (ms)", f"{d} timesteps/s"] + ([f"{d} speedup"] if i else [])
+            bhead += [f"{d} T", f"{d} median (ms)", f"{d} timesteps/s"] + ([f"{d} speedup"] if i else [])
         btable = []
         for key in sorted(benches):
             entry = benches[key]
@@ -259,7 +428,11 @@ def compare(dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> li
             for i, d in enumerate(devices):
                 e = entry.get(d)
                 sp = _bench_speedup(e, b0) if e else None
-                line += [_fmt(e and e["median_s"] * 1e3, ".3f"), _fmt(e and e["timesteps_per_s"], ",.0f")]
+                line += [
+                    "—" if not e or e["T"] is None else str(e["T"]),
+                    _fmt(e and e["median_s"] * 1e3, ".3f"),
+                    _fmt(e and e["timesteps_per_s"], ",.0f"),
+                ]
                 line += [_fmt(sp, ".2f", "×")] if i else []
                 if e:
                     bench_rows.append(
@@ -267,6 +440,7 @@ def compare(dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> li
                             *key,
                             d,
                             e["name"],
+                            "" if e["T"] is None else e["T"],
                             f"{e['median_s']:.9f}",
                             _fmt(e["timesteps_per_s"], ".3f").replace("—", ""),
                             _fmt(sp, ".4f").replace("—", ""),
@@ -276,14 +450,14 @@ def compare(dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> li
         md += [
             "## pytest-benchmark",
             "",
-            f"Baseline device: `{devices[0]}`. Speedup = timesteps/s ÷ the "
-            "baseline's (median time ratio where timesteps/s is missing).",
+            f"Baseline device: `{devices[0]}`. Matched on (test, style, size, impl); speedup = "
+            "timesteps/s ÷ the baseline's (median time ratio where timesteps/s is missing). A size may "
+            "use a different sequence length T per device, which the throughput ratio allows for.",
             "",
         ]
-        md += md_table(bhead, btable, "lll" + "r" * (len(bhead) - 3)) + [""]
-    store.write_text_atomic(out / "compare.md", "\n".join(md))
-    written.append(out / "compare.md")
-    store.write_text_atomic(
+        md += md_table(bhead, btable, "llll" + "r" * (len(bhead) - 4)) + [""]
+    _write(out / "compare.md", "\n".join(md), written)
+    _write(
         out / "compare.csv",
         csv_text(
             [
@@ -300,75 +474,113 @@ def compare(dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> li
                 "device_name",
                 "ok_runs",
                 "timesteps_per_s",
+                "timesteps_per_s_sd",
                 "peak_mem_MiB",
                 "peak_mem_source",
+                "saved_for_backward_MiB",
+                "min_train_wall_s",
                 "speedup_vs_baseline",
             ],
-            [[("" if v == "—" else v) for v in r] for r in rows_csv],
+            rows_csv,
         ),
+        written,
     )
-    written.append(out / "compare.csv")
     if bench_rows:
-        store.write_text_atomic(
+        _write(
             out / "benchmarks.csv",
             csv_text(
                 [
-                    "group",
+                    "test",
                     "style",
+                    "size",
                     "impl",
                     "device",
                     "name",
+                    "T",
                     "median_s",
                     "timesteps_per_s",
                     "speedup_vs_baseline",
                 ],
                 bench_rows,
             ),
+            written,
         )
-        written.append(out / "benchmarks.csv")
-    if table:
+    if table and others:
         written += _figure(sources, shared, out / "compare")
     return written
 
 
 def _figure(sources: list[Source], shared: dict, stem: Path) -> list[Path]:
-    import pandas as pd
-    import seaborn as sns
+    """One panel per task: styles on y, speedup over the baseline on a log x axis, line at 1×,
+    one colour per device, error bars from the seeds; hollow markers = some run under 1 s."""
+    import numpy as np
 
     from . import figures as F
 
-    rows = []
-    for key in sorted(shared, key=_key_sort):
-        task, sweep, cell, hidden, opt, spec, lr = key
-        for s in sources:
-            e = shared[key].get(s)
-            if e and e["timesteps_per_s"] is not None:
-                rows.append(
-                    {
-                        "config": f"{task}: {e['style_label']}\n{cell}{hidden}, lr {fmt_lr(lr)}",
-                        "device": s.label,
-                        "timesteps/s": e["timesteps_per_s"],
-                    }
-                )
-    data = pd.DataFrame(rows)
+    base, others = sources[0], sources[1:]
+    tasks = sorted({k[0] for k in shared})
+    colors = ["#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9"]
     with F._style():
-        fig, axes = F._new_figure(1, 1, max(6.5, 1.3 * data["config"].nunique() + 3.5), 4.0)
-        ax = axes[0][0]
-        sns.barplot(
-            data=data,
-            x="config",
-            y="timesteps/s",
-            hue="device",
-            hue_order=[s.label for s in sources],
-            palette="colorblind",
-            ax=ax,
-            errorbar=None,
+        per_task = {t: sorted((k for k in shared if k[0] == t), key=_key_sort) for t in tasks}
+        heights = [max(len(v), 1) for v in per_task.values()]
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(7.5, 1.2 + 0.26 * sum(heights) + 0.5 * len(tasks)), layout="constrained")
+        axes = fig.subplots(len(tasks), 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
+        all_x: list[float] = []
+        labelled: set[str] = set()
+        for ax, task in zip(axes, tasks):
+            keys = per_task[task]
+            labels = [
+                f"{next(iter(shared[k].values()))['style_label']}, lr {fmt_lr(k[6])}"
+                + (f" ({k[1]})" if len({kk[1] for kk in keys}) > 1 else "")
+                for k in keys
+            ]
+            y = np.arange(len(keys))
+            for j, s in enumerate(others):
+                off = (j - (len(others) - 1) / 2) * 0.25
+                for i, k in enumerate(keys):
+                    e, b = shared[k].get(s), shared[k].get(base)
+                    sp = _ratio(e and e["timesteps_per_s"], b and b["timesteps_per_s"])
+                    if sp is None or sp <= 0:
+                        continue
+                    sd = _ratio_sd(e, b) or 0.0
+                    lo = max(sp - sd, sp * 0.05)
+                    all_x += [lo, sp + sd]
+                    short = e["short"] or b["short"]
+                    label = None if s.label in labelled else s.label
+                    labelled.add(s.label)
+                    ax.errorbar(
+                        [sp],
+                        [y[i] + off],
+                        xerr=[[sp - lo], [sd]],
+                        fmt="o",
+                        color=colors[j % len(colors)],
+                        mfc="white" if short else colors[j % len(colors)],
+                        markersize=5,
+                        capsize=2,
+                        label=label,
+                    )
+            ax.axvline(1.0, color="0.3", lw=1.0, ls="--")
+            ax.set_yticks(y, labels)
+            ax.set_ylim(len(keys) - 0.5, -0.5)
+            ax.set_title(task, loc="left", fontsize=9, fontweight="bold")
+            ax.tick_params(axis="y", labelsize=7)
+        for ax in axes:
+            ax.set_xscale("log")
+            if all_x:
+                ax.set_xlim(min(min(all_x), 1.0) / 1.3, max(max(all_x), 1.0) * 1.3)
+            F._plain_log_ticks(ax.xaxis)
+        axes[-1].set_xlabel(f"speedup over {base.label} (timesteps/s ratio, log scale; 1× dashed)")
+        handles, names = axes[0].get_legend_handles_labels()
+        fig.legend(
+            handles,
+            names,
+            loc="outside lower center",
+            ncols=max(len(others), 1),
+            fontsize=7,
+            title=f"hollow marker: some run trained < {SHORT_RUN_S:g} s (mostly start-up cost)",
+            title_fontsize=7,
         )
-        ax.set_yscale("log")
-        F._plain_log_ticks(ax.yaxis)
-        ax.set_xlabel("task: style, model and learning rate")
-        ax.set_ylabel("timesteps/s (log scale, higher is better)")
-        ax.set_title(f"Training throughput by device (baseline {sources[0].label})")
-        ax.tick_params(axis="x", labelsize=7)
-        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
-    return F.save(fig, stem)
+        fig.suptitle(f"Training throughput relative to {base.label}, per task and style")
+    return F.save(fig, stem, formats=("png",))

@@ -13,6 +13,7 @@ Torch-free: the gradient-norm picture is closed-form numpy.
 from __future__ import annotations
 
 import math
+import os
 import random as _random
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,13 +23,16 @@ import numpy as np
 import pandas as pd
 
 from .. import styles as S
-from .tables import LOSS_UNITS, STYLE_ORDER, fmt_lr, model_groups, references
+from .tables import LOSS_UNITS, STYLE_ORDER, model_groups, references
 
 __all__ = [
     "RC",
+    "family_styles",
     "gradient_norms_figure",
+    "informative_ylim",
     "learning_curves_figure",
     "linear_rnn_gradient_norms",
+    "loss_vs_n_figure",
     "quality_cost_figure",
     "save",
     "truncation_patterns_figure",
@@ -43,6 +47,9 @@ RC = {
     "font.size": 9,
     "axes.titlesize": 9,
     "legend.fontsize": 7,
+    # matplotlib's bundled font, so a machine with Arial installed draws the same bytes
+    "font.family": "sans-serif",
+    "font.sans-serif": ["DejaVu Sans"],
 }
 MiB = 1024.0 * 1024.0
 
@@ -65,7 +72,13 @@ def _new_figure(nrows: int, ncols: int, w: float, h: float):
 
 
 def save(fig, stem: Path, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
-    """Write ``stem.png`` and ``stem.svg`` (no date metadata, fixed hash salt); returns the paths."""
+    """Write ``stem.png`` and ``stem.svg`` (no date metadata, fixed hash salt); returns the paths.
+
+    A file whose bytes would not change is left alone (its mtime too), so a report over unchanged
+    records touches nothing on disk.
+    """
+    import io
+
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     out = []
@@ -74,21 +87,120 @@ def save(fig, stem: Path, formats: Sequence[str] = ("png", "svg")) -> list[Path]
         fig.set_layout_engine("none")
         metadata = {"png": {"Software": None}, "svg": {"Date": None}}
         for ext in formats:
-            meta = metadata[ext]
             path = stem.with_suffix(f".{ext}")
-            tmp = path.with_name(f".{path.name}.tmp")
-            fig.savefig(tmp, format=ext, metadata=meta)
-            tmp.replace(path)
+            buf = io.BytesIO()
+            fig.savefig(buf, format=ext, metadata=metadata[ext])
+            write_bytes_if_changed(path, buf.getvalue())
             out.append(path)
     return out
 
 
-def _palette(labels: Sequence[str]) -> dict[str, tuple]:
-    import seaborn as sns
+def write_bytes_if_changed(path: Path, data: bytes) -> bool:
+    """Atomically write ``data`` unless ``path`` already holds exactly it; True when written."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return False
+    except OSError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written copy behind
+        raise
+    return True
 
-    n = max(len(labels), 1)  # colorblind-safe up to its 10 colours; beyond, 20 distinct ones
-    colors = sns.color_palette("colorblind" if n <= 10 else "tab20", n)
-    return {lab: colors[i % len(colors)] for i, lab in enumerate(labels)}
+
+#: One hue per style family (Okabe–Ito, colour-blind safe); members of a family differ by shade and
+#: dash with n, so two families never share a colour (tab20's light/dark pairs did).
+FAMILY_COLORS = {
+    "full": "#1a1a1a",
+    "tf_style": "#0072b2",
+    "williams_peng": "#d55e00",
+    "overlapping": "#009e73",
+    "one_step": "#cc79a7",
+    "random": "#e69f00",
+    "tbptt": "#56b4e9",
+    "artbp": "#8c564b",
+    "adaptive": "#7f7f00",
+}
+#: Legend names of the families on the loss-vs-n axis (n = the x value).
+FAMILY_NAMES = {
+    "tf_style": "TF-style (n, n)",
+    "williams_peng": "Williams–Peng (1, n)",
+    "overlapping": "overlapping (k1 < n, n)",
+    "one_step": "one-step (n, 1)",
+    "random": "random truncation (n = 1/pi)",
+    "tbptt": "TBPTT (k1, n)",
+}
+OTHER_COLORS = ("#6a3d9a", "#b15928", "#1f78b4", "#33a02c")
+#: Dashes by rank of n inside a family (never "--": dashed means a reference line).
+N_DASHES = ("-", "-.", ":", (0, (5, 1, 1, 1)), (0, (1, 1)))
+
+
+def _mix(color: str, t: float) -> tuple[float, float, float]:
+    """``color`` moved a fraction ``t`` towards white."""
+    from matplotlib.colors import to_rgb
+
+    r, g, b = to_rgb(color)
+    return (r + (1 - r) * t, g + (1 - g) * t, b + (1 - b) * t)
+
+
+def family_styles(runs: pd.DataFrame) -> dict[str, dict]:
+    """{style_label: {color, ls, family}}: hue by family, lighter and more broken for smaller n."""
+    firsts = runs.drop_duplicates("style_label")
+    fams: dict[str, list[tuple]] = {}
+    for r in firsts.itertuples():
+        n = None if pd.isna(r.style_n) else int(r.style_n)
+        fams.setdefault(str(r.style_preset), []).append((n is None, n or 0, str(r.style_spec), r.style_label))
+    others = iter(OTHER_COLORS * 4)
+    out = {}
+    for fam in sorted(fams, key=lambda f: (STYLE_ORDER.get(f, 9), f)):
+        base = FAMILY_COLORS.get(fam) or next(others)
+        members = sorted(fams[fam])
+        m = len(members)
+        for i, (*_, label) in enumerate(members):
+            rank = m - 1 - i  # 0 = the largest n: full colour, solid
+            out[label] = {
+                "color": _mix(base, 0.6 * rank / max(m - 1, 1)) if m > 1 else _mix(base, 0.0),
+                "ls": N_DASHES[min(rank, len(N_DASHES) - 1)],
+                "family": fam,
+            }
+    return out
+
+
+def informative_ylim(values: Sequence[float], refs: Sequence[float] = ()) -> tuple[float, float, bool]:
+    """(low, high, clipped): a y range holding the references and the bulk of the values.
+
+    High is the larger of the highest reference and the 90th percentile of the values, unless all
+    values fit within 15% above that; a start-of-training loss far above the no-memory line would
+    otherwise squash every curve into a flat line. ``clipped``: some values lie above ``high``.
+    """
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
+    r = [float(x) for x in refs if np.isfinite(x)]
+    if not len(v) and not r:
+        return 0.0, 1.0, False
+    lo = min([*(v.tolist() if len(v) else []), *r])
+    top = max([*r, float(np.quantile(v, 0.9)) if len(v) else lo])
+    vmax = float(v.max()) if len(v) else top
+    span = max(top - lo, 1e-12)
+    clipped = vmax > top + 0.15 * span
+    hi = top if clipped else max(vmax, top)
+    pad = 0.05 * max(hi - lo, 1e-12)
+    return lo - pad, hi + pad, clipped
+
+
+def _mark_outliers(ax, xs, ys, color, hi: float) -> None:
+    """Points above the axis drawn as ▲ on its top edge (so clipping never hides them silently)."""
+    xs, ys = np.asarray(xs, float), np.asarray(ys, float)
+    sel = np.isfinite(ys) & (ys > hi)
+    if sel.any():
+        ax.plot(
+            xs[sel], np.full(sel.sum(), hi), ls="none", marker="^", markersize=4, color=color, clip_on=False
+        )
 
 
 def _ref_lines(ax, refs: Sequence[tuple[str, float, str | None]]) -> None:
@@ -121,10 +233,13 @@ def _style_order(runs: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(k[3] for k in keys))
 
 
-def _style_legend(fig, labels: Sequence[str], colors: dict, title: str) -> None:
+def _style_legend(fig, labels: Sequence[str], looks: dict, title: str) -> None:
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color=colors[lab], marker="o", markersize=3, lw=1.2) for lab in labels]
+    handles = [
+        Line2D([], [], color=looks[lab]["color"], ls=looks[lab]["ls"], marker="o", markersize=3, lw=1.4)
+        for lab in labels
+    ]
     if handles:
         fig.legend(
             handles, list(labels), title=title, loc="outside right center", fontsize=7, title_fontsize=7
@@ -140,78 +255,195 @@ def _plain_log_ticks(axis) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
+def _ok_group_runs(runs: pd.DataFrame, g) -> pd.DataFrame:
+    same_clip = runs["clip"].isna() if g.clip is None else runs["clip"] == g.clip
+    return runs[
+        (runs["cell"] == g.cell)
+        & (runs["hidden_size"] == g.hidden_size)
+        & (runs["optimizer"] == g.optimizer)
+        & same_clip
+        & (runs["status"] == "ok")
+    ]
+
+
+def _best_lr_per_style(g) -> list[tuple[str, float]]:
+    """(style_spec, lr) of each style's best learning rate (mean min val loss over ok seeds)."""
+    picks = []
+    for spec in dict.fromkeys(c.style_spec for c in g.cells):
+        cells = [c for c in g.cells if c.style_spec == spec and c.mean is not None]
+        if cells:
+            best = min(cells, key=lambda c: (c.mean, -c.lr))
+            picks.append((spec, best.lr))
+    return picks
+
+
 def learning_curves_figure(runs: pd.DataFrame, curves: pd.DataFrame):
     """Validation loss vs timesteps and vs training wall time for one (device, sweep, task).
 
     One row of panels per model group; one line per style at its best learning rate (one line per
-    seed), reference lines dashed. ``runs``/``curves`` are ``load_runs`` frames for that group.
+    seed), reference lines dashed. The y axis keeps the references and the bulk of the losses;
+    losses above it (early, untrained points) are marked ▲ on the top edge.
     """
     r0 = runs.iloc[0]
     units = LOSS_UNITS.get(str(r0["loss_kind"]), "loss")
     groups = model_groups(runs)
     refs = references(runs)
     order = _style_order(runs)
-    colors = _palette(order)
+    looks = family_styles(runs)
+    any_clipped = False
     with _style():
-        fig, axes = _new_figure(len(groups), 2, 4.6, 3.2)
+        # tall enough for the legend (one line per style) beside the panels, under the title
+        fig, axes = _new_figure(len(groups), 2, 4.6, max(3.2, (0.19 * len(order) + 1.4) / len(groups)))
         for row, g in zip(axes, groups):
-            picks = []
-            for spec in dict.fromkeys(c.style_spec for c in g.cells):
-                cells = [c for c in g.cells if c.style_spec == spec and c.mean is not None]
-                if cells:
-                    best = min(cells, key=lambda c: (c.mean, -c.lr))
-                    picks.append((spec, best.lr))
-            same_clip = runs["clip"].isna() if g.clip is None else runs["clip"] == g.clip
-            sel = runs[
-                (runs["cell"] == g.cell)
-                & (runs["hidden_size"] == g.hidden_size)
-                & (runs["optimizer"] == g.optimizer)
-                & same_clip
-                & (runs["status"] == "ok")
-            ]
+            sel = _ok_group_runs(runs, g)
             ids = [
                 rid
-                for spec, lr in picks
+                for spec, lr in _best_lr_per_style(g)
                 for rid in sel[(sel["style_spec"] == spec) & (sel["lr"] == lr)]["run_id"]
             ]
             data = curves[(curves["split"] == "val") & curves["run_id"].isin(ids)]
             data = data[np.isfinite(data["loss"].astype(float))]
-            by_run = list(data.groupby("run_id", sort=True))
-            lines = [
-                (label, run) for label in order for _, run in by_run if run["style_label"].iloc[0] == label
-            ]  # style order, then run_id (seeds)
+            # seeds of a style share the validation schedule: average them point by point (the
+            # k-th evaluation of every seed), and shade the seeds' min–max
+            data = data.assign(_k=data.groupby("run_id", sort=False).cumcount())
+            lo, hi, clipped = informative_ylim(data["loss"].to_numpy(float), [v for _, v, _ in refs])
+            any_clipped = any_clipped or clipped
             for ax, x, xlabel in (
                 (row[0], "timesteps", "timesteps processed"),
-                (row[1], "train_wall_s", "training wall time (s)"),
+                (row[1], "train_wall_s", "training wall time (s, mean over seeds)"),
             ):
-                for label, run in lines:  # one line per seed
-                    ax.plot(
-                        run[x].to_numpy(float),
-                        run["loss"].to_numpy(float),
-                        color=colors[label],
-                        marker="o",
-                        markersize=3,
-                        lw=1.2,
-                        ls="-",
+                for label in order:
+                    one = data[data["style_label"] == label]
+                    if one.empty:
+                        continue
+                    agg = one.groupby("_k", sort=True).agg(
+                        x=(x, "mean"), y=("loss", "mean"), lo=("loss", "min"), hi=("loss", "max")
                     )
+                    xs, ys = agg["x"].to_numpy(float), agg["y"].to_numpy(float)
+                    look = looks[label]
+                    ax.plot(xs, ys, color=look["color"], ls=look["ls"], marker="o", markersize=2.5, lw=1.3)
+                    if one["run_id"].nunique() > 1:
+                        ax.fill_between(
+                            xs,
+                            agg["lo"].to_numpy(float),
+                            agg["hi"].to_numpy(float),
+                            color=look["color"],
+                            alpha=0.15,
+                            lw=0,
+                        )
+                    if clipped:
+                        _mark_outliers(ax, xs, ys, look["color"], hi)
                 _ref_lines(ax, refs)
+                ax.set_ylim(lo, hi)
                 ax.set_xlabel(xlabel)
                 ax.set_ylabel(f"validation loss ({units})")
-                ax.set_title(f"{g.label}: vs {'timesteps' if x == 'timesteps' else 'training wall time'}")
+                ax.set_title(g.label if x == "timesteps" else f"{g.label}, vs wall time", fontsize=8)
         _style_legend(
-            fig, [lab for lab in order if lab in set(curves["style_label"])], colors, "style (best lr)"
+            fig, [lab for lab in order if lab in set(curves["style_label"])], looks, "style (best lr)"
         )
         fig.suptitle(
             f"{r0['task']} — {r0['device_tag']} ({r0['sweep']})\n"
-            "validation loss per style at its best learning rate, one line per seed"
+            "validation loss per style at its best learning rate: mean over seeds, band = min–max"
+            + ("\n▲ on the top edge = a mean above the axis (early, untrained points)" if any_clipped else "")
+        )
+    return fig
+
+
+def loss_vs_n_figure(runs: pd.DataFrame):
+    """Minimum validation loss against truncation length n, one line per style family.
+
+    Each point is the family member with that n at its best learning rate: mean over ok seeds,
+    error bar ± one sample sd (none with one seed). Full BPTT is the solid black level with its
+    ±sd band; reference lines are dashed. One panel per model group.
+    """
+    from matplotlib.lines import Line2D
+
+    r0 = runs.iloc[0]
+    units = LOSS_UNITS.get(str(r0["loss_kind"]), "loss")
+    groups = model_groups(runs)
+    refs = references(runs)
+    fam_order = sorted(
+        {str(p) for p in runs["style_preset"]} - {"full"}, key=lambda f: (STYLE_ORDER.get(f, 9), f)
+    )
+    looks = family_styles(runs)
+    fam_color = {v["family"]: v["color"] for v in looks.values() if v["ls"] == "-"}
+    legend: dict[str, object] = {}
+    with _style():
+        # + room for the legend beside the panels, so one panel is not squeezed below its labels
+        fig, axes = _new_figure(1, len(groups), 4.8 + 2.4 / len(groups), 3.4)
+        for ax, g in zip(axes[0], groups):
+            values: list[float] = []
+            best: dict[tuple[str, int], object] = {}
+            for c in g.cells:
+                if c.mean is None or c.n is None or c.style_preset == "full":
+                    continue
+                key = (c.style_preset, int(c.n))
+                if key not in best or c.mean < best[key].mean:
+                    best[key] = c
+            ns = sorted({n for _, n in best})
+            for i, fam in enumerate(fam_order):
+                pts = sorted((n, c) for (f, n), c in best.items() if f == fam)
+                if not pts:
+                    continue
+                dodge = 1.04 ** (i - (len(fam_order) - 1) / 2)  # side by side on a log axis
+                xs = [n * dodge for n, _ in pts]
+                ys = [c.mean for _, c in pts]
+                err = [c.sd or 0.0 for _, c in pts]
+                ax.errorbar(
+                    xs,
+                    ys,
+                    yerr=err,
+                    color=fam_color.get(fam, "0.4"),
+                    marker="o",
+                    markersize=4,
+                    lw=1.4,
+                    capsize=2.5,
+                    label=FAMILY_NAMES.get(fam, fam),
+                )
+                values += [y + e for y, e in zip(ys, err)] + [y - e for y, e in zip(ys, err)]
+            full = [c for c in g.cells if c.style_preset == "full" and c.mean is not None]
+            handles = []
+            if full:
+                f = min(full, key=lambda c: (c.mean, -c.lr))
+                ax.axhline(f.mean, color=FAMILY_COLORS["full"], lw=1.4, zorder=2)
+                if f.sd:
+                    ax.axhspan(f.mean - f.sd, f.mean + f.sd, color="0.5", alpha=0.15, lw=0)
+                values += [f.mean + (f.sd or 0), f.mean - (f.sd or 0)]
+                handles.append(
+                    Line2D(
+                        [], [], color=FAMILY_COLORS["full"], lw=1.4, label="full BPTT (best lr, ± sd band)"
+                    )
+                )
+            _ref_lines(ax, refs)
+            lo, hi, clipped = informative_ylim(values, [v for _, v, _ in refs])
+            ax.set_ylim(lo, hi)
+            if ns:
+                ax.set_xscale("log")
+                ax.set_xlim(min(ns) / 1.35, max(ns) * 1.35)
+                ax.set_xticks(ns)
+                from matplotlib.ticker import FuncFormatter, NullFormatter
+
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+                ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlabel("truncation length n (log scale; random: 1/pi)")
+            ax.set_ylabel(f"min validation loss ({units})")
+            ax.set_title(g.label)
+            h, _ = ax.get_legend_handles_labels()
+            for hh in h + handles:
+                legend.setdefault(hh.get_label(), hh)
+        if legend:
+            fig.legend(list(legend.values()), list(legend), loc="outside right center", fontsize=7)
+        fig.suptitle(
+            f"{r0['task']} — {r0['device_tag']} ({r0['sweep']}): loss vs truncation length\n"
+            "each point: best learning rate, mean ± sd over seeds"
         )
     return fig
 
 
 def quality_cost_figure(runs: pd.DataFrame):
-    """Minimum validation loss vs training wall time, marker size = peak memory (MiB); ok runs only."""
-    import seaborn as sns
-
+    """Minimum validation loss vs training wall time per ok run; marker area = saved-for-backward
+    memory (the activations autograd kept, the device-independent memory cost); colour by family,
+    shade by n."""
     r0 = runs.iloc[0]
     units = LOSS_UNITS.get(str(r0["loss_kind"]), "loss")
     ok = runs[
@@ -219,46 +451,62 @@ def quality_cost_figure(runs: pd.DataFrame):
         & np.isfinite(runs["min_val_loss"].astype(float))
         & np.isfinite(runs["train_wall_s"].astype(float))
     ]
-    data = pd.DataFrame(
-        {
-            "train_wall_s": ok["train_wall_s"].astype(float),
-            "min_val_loss": ok["min_val_loss"].astype(float),
-            "style": ok["style_label"],
-            "peak memory (MiB)": ok["peak_mem_bytes"].astype(float) / MiB,
-            "model, lr": [
-                f"{c}{h}, lr {fmt_lr(v)}" for c, h, v in zip(ok["cell"], ok["hidden_size"], ok["lr"])
-            ],
-        }
-    )
     order = _style_order(runs)
+    looks = family_styles(runs)
+    refs = references(runs)
     with _style():
         fig, axes = _new_figure(1, 1, 6.4, 4.2)
         ax = axes[0][0]
-        if len(data):
-            size = "peak memory (MiB)" if data["peak memory (MiB)"].notna().any() else None
-            sns.scatterplot(
-                data=data,
-                x="train_wall_s",
-                y="min_val_loss",
-                hue="style",
-                hue_order=[lab for lab in order if lab in set(data["style"])],
-                palette=_palette(order),
-                size=size,
-                sizes=(20, 200),
-                style="model, lr",
-                style_order=sorted(set(data["model, lr"])),
-                ax=ax,
+        saved = ok["saved_for_backward_peak_bytes"].astype(float) / MiB
+        smax = float(np.nanmax(saved)) if saved.notna().any() else 0.0
+        size = (20 + 180 * (saved / smax)).fillna(30) if smax > 0 else pd.Series(30.0, index=ok.index)
+        lo, hi, clipped = informative_ylim(ok["min_val_loss"].to_numpy(float), [v for _, v, _ in refs])
+        for label in order:
+            sel = ok["style_label"] == label
+            if not sel.any():
+                continue
+            xs, ys = ok.loc[sel, "train_wall_s"].to_numpy(float), ok.loc[sel, "min_val_loss"].to_numpy(float)
+            ax.scatter(
+                xs,
+                np.minimum(ys, hi),
+                s=size[sel].to_numpy(float),
+                color=looks[label]["color"],
+                edgecolors="0.2",
+                linewidths=0.4,
+                alpha=0.85,
+                label=label,
             )
-            if data["train_wall_s"].max() > 10 * max(data["train_wall_s"].min(), 1e-12):
-                ax.set_xscale("log")
-                _plain_log_ticks(ax.xaxis)
-            sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1.0), fontsize=6, frameon=False)
-        _ref_lines(ax, references(runs))
+        if len(ok) and ok["train_wall_s"].max() > 10 * max(ok["train_wall_s"].min(), 1e-12):
+            ax.set_xscale("log")
+            _plain_log_ticks(ax.xaxis)
+        ax.set_ylim(lo, hi)
+        shown = [lab for lab in order if (ok["style_label"] == lab).any()]
+        if shown:  # legend markers of one size: the area encodes memory, not the style
+            from matplotlib.lines import Line2D
+
+            handles = [
+                Line2D(
+                    [], [], ls="none", marker="o", markersize=6, color=looks[lab]["color"], mec="0.2", mew=0.4
+                )
+                for lab in shown
+            ]
+            ax.legend(
+                handles,
+                shown,
+                loc="upper left",
+                bbox_to_anchor=(1.01, 1.0),
+                fontsize=6,
+                frameon=False,
+                title="style",
+            )
+        _ref_lines(ax, refs)
         ax.set_xlabel("training wall time (s)")
         ax.set_ylabel(f"min validation loss ({units})")
         ax.set_title(
-            f"{r0['task']} — {r0['device_tag']} ({r0['sweep']})\nquality vs cost, ok runs "
-            "(marker size = peak memory)"
+            f"{r0['task']} — {r0['device_tag']} ({r0['sweep']}): quality vs cost\n"
+            f"every ok run; marker area ∝ saved-for-backward memory (largest {smax:.3g} MiB)"
+            + ("\nlosses above the axis drawn on its top edge" if clipped else ""),
+            fontsize=8,
         )
     return fig
 

@@ -126,6 +126,16 @@ def _f(x: float | None, spec: str) -> str:
     return DASH if x is None else format(x, spec)
 
 
+def sig3(x: float | None) -> str:
+    """Three significant figures without exponents: ``sig3(0.125) == '0.125'``, ``sig3(110.4) == '110'``."""
+    if x is None:
+        return DASH
+    if x == 0 or not math.isfinite(x):
+        return f"{x:g}"
+    decimals = max(0, 2 - math.floor(math.log10(abs(x))))
+    return f"{round(x, decimals):,.{decimals}f}"
+
+
 def _csv_num(x: float | None, digits: int = 6) -> str:
     if x is not None and abs(x) >= 1e6:
         return f"{x:.{digits}g}"
@@ -660,7 +670,7 @@ COST_CSV = (
     "timesteps_per_s_vs_tf",
     "peak_mem_MiB",
     "peak_mem_vs_tf",
-    "saved_for_backward_KiB",
+    "saved_for_backward_MiB",
     "saved_for_backward_vs_tf",
 )
 
@@ -711,7 +721,7 @@ def cost_tables(runs: pd.DataFrame) -> tuple[str, str]:
         "× TF",
         "peak mem (MiB)",
         "× TF",
-        "saved for backward (KiB)",
+        "saved for backward (MiB)",
         "× TF",
     ]
     for g in model_groups(runs):
@@ -731,8 +741,8 @@ def cost_tables(runs: pd.DataFrame) -> tuple[str, str]:
                     (lambda x: x.mean_of("backprop_steps"), 1.0, ""),
                     (lambda x: x.wall_s, 1.0, ".3f"),
                     (lambda x: x.timesteps_per_s, 1.0, ",.0f"),
-                    (lambda x: x.peak_mem_bytes, MiB, ".1f"),
-                    (lambda x: x.saved_bytes, KiB, ".1f"),
+                    (lambda x: x.peak_mem_bytes, MiB, "MiB"),
+                    (lambda x: x.saved_bytes, MiB, "MiB"),
                 ]
                 ups = c.mean_of("updates")
                 starved = " (starved)" if c.starved is not None else ""
@@ -742,9 +752,14 @@ def cost_tables(runs: pd.DataFrame) -> tuple[str, str]:
                     v = get(c)
                     r = _ratio(v, get(tf) if tf is not None else None)
                     shown = None if v is None else v / scale
-                    text = _backprop_text(c) if i == 0 else _f(shown, spec)
+                    if i == 0:
+                        text = _backprop_text(c)
+                    elif spec == "MiB":  # memory: 3 significant figures, never "0.00"
+                        text = sig3(shown)
+                    else:
+                        text = _f(shown, spec)
                     cells_md += [text, _f(r, ".2f") + ("×" if r is not None else "")]
-                    cells_csv += [_csv_num(shown, 3)]
+                    cells_csv += [_csv_num(shown, 6 if spec == "MiB" else 3)]  # MiB: keep KiB-sized values
                     if i == 0:
                         cells_csv += [_csv_num(c.mean_of("expected_backprop_steps"), 1)]
                     cells_csv += [_csv_num(r, 4)]

@@ -51,7 +51,9 @@ __all__ = [
 ]
 
 BACKENDS: tuple[str, ...] = ("local", "ray")
-RAY_MISSING = "the ray backend needs `pip install tbptt-bench[ray]`"
+RAY_MISSING = (
+    'the ray backend needs Ray: pip install -e ".[ray]" (in a checkout) or pip install "tbptt-bench[ray]"'
+)
 
 
 class SweepError(BenchError):
