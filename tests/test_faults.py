@@ -344,7 +344,9 @@ def test_a_sweep_on_a_full_disk_stops_with_one_line_and_a_later_sweep_completes_
     # workers forked from this process inherit the full disk (the forkserver would not)
     monkeypatch.setattr(sweep, "_context", lambda: mp.get_context("fork"))
     monkeypatch.setattr(os, "replace", _enospc_at(1))
-    status = cli.main(["sweep", "echo", "--preset", "smoke", "--results", str(results)])
+    status = cli.main(
+        ["sweep", "echo", "--preset", "smoke", "--results", str(results), "--machine", "test-box"]
+    )
     out, err = capsys.readouterr()
     monkeypatch.undo()
     assert status == 2, out + err
@@ -377,7 +379,9 @@ def tiny_tmpfs(tmp_path):
 
 def test_a_real_full_disk_keeps_complete_runs_and_the_rerun_completes_the_rest(reference, tiny_tmpfs, capsys):
     results = tiny_tmpfs / "results"
-    status = cli.main(["sweep", "echo", "--preset", "smoke", "--results", str(results)])
+    status = cli.main(
+        ["sweep", "echo", "--preset", "smoke", "--results", str(results), "--machine", "test-box"]
+    )
     out, err = capsys.readouterr()
     complete = records(results) if results.exists() else {}
     assert status == 2 and err.count("\n") == 1 and "No space left on device" in err, out + err
@@ -417,7 +421,7 @@ def test_a_run_ending_in_a_finite_blow_up_is_recorded_diverged_and_printed_short
 
     def train(model, x, y, style, optimizer, *, callback=None, **k):
         for t, loss in ((5, 0.7), (10, 3e7), (15, 0.6)):  # a finite transient above the bound: fine
-            callback(SimpleNamespace(t=t, loss=loss, clipped=False))
+            callback(SimpleNamespace(t=t, loss=loss, clipped=False, forward_steps=5, backprop_steps=5))
         return SimpleNamespace(path="loop")
 
     monkeypatch.setattr(engine, "train_stream", train)

@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import BenchError
 from ..runs import store
 
 __all__ = [
@@ -66,7 +67,7 @@ __all__ = [
 log = logging.getLogger("tbptt_bench.report.build")
 
 
-class ReportError(ValueError):
+class ReportError(BenchError):
     """The report was asked for something that cannot be done (e.g. a missing results folder)."""
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..errors import BenchError
 from .load import load_results
 
 __all__ = ["FORMATS", "ExportError", "export"]
@@ -22,7 +23,7 @@ __all__ = ["FORMATS", "ExportError", "export"]
 FORMATS = ("parquet", "csv")
 
 
-class ExportError(ValueError):
+class ExportError(BenchError):
     """An export that cannot be written (unknown format, missing pyarrow)."""
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..errors import BenchError
 from ..runs import store
 
 __all__ = ["LoadError", "load_dirs", "load_results"]
@@ -28,7 +29,7 @@ __all__ = ["LoadError", "load_dirs", "load_results"]
 log = logging.getLogger("tbptt_bench.report.load")
 
 
-class LoadError(ValueError):
+class LoadError(BenchError):
     """``load_results`` was given a path that is not a folder."""
 
 

@@ -17,10 +17,12 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import BenchError
+
 __all__ = ["MarkdownError", "escape", "frame_to_markdown", "md_table"]
 
 
-class MarkdownError(ValueError):
+class MarkdownError(BenchError):
     """A table whose rows do not match its header."""
 
 

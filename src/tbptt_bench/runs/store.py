@@ -36,6 +36,8 @@ from typing import Any
 
 import pandas as pd
 
+from ..errors import BenchError
+
 __all__ = [
     "CONFIG_KEYS",
     "CURVES_COLUMNS",
@@ -63,7 +65,7 @@ __all__ = [
 ]
 
 
-class StoreError(ValueError):
+class StoreError(BenchError):
     """Records that do not follow the results schema."""
 
 
