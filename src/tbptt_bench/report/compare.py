@@ -80,6 +80,10 @@ def _records(folder: Path, warn: bool = True) -> list[dict]:
     """One flat record per complete run under ``folder``: what compare needs, without curves."""
     out = []
     for d in store.iter_run_dirs(folder):
+        problems = store.validate_record(d)  # the one definition of a valid record (docs/reliability.md)
+        if problems:
+            log.log(logging.WARNING if warn else logging.DEBUG, "skipped run folder %s: %s", d, problems[0])
+            continue
         try:
             summary, config, env = (_read(d / f) for f in ("summary.json", "config.json", "env.json"))
             out.append(
