@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from ..models import ElmanRNN, RecurrentModel, State, map_state
-from ..styles import TBPTT, RandomTruncation, Style
+from ..styles import ARTBP, TBPTT, AdaptiveTBPTT, RandomTruncation, Style
 from .chunking import needs_stored_history, plan_chunks
 from .clipping import clip_by_global_norm_
 from .losses import LOSSES, per_step_elements
@@ -36,6 +36,7 @@ from .paths.autograd import AutogradPath
 from .paths.manual_elman import ElmanPath
 from .paths.static_elman import FUSED_MIN_STEPS, GraphedElman, cuda_graphs_enabled, graph_safe_optimizer
 from .saved_memory import SavedTensorMeter
+from .xi import realise
 
 __all__ = ["LOSSES", "PATHS", "EngineError", "TrainResult", "UpdateRecord", "evaluate_stream", "train_stream"]
 
@@ -103,7 +104,7 @@ def _choose_path(
             and cuda_graphs_enabled()
         ):
             return "cuda-graph-elman"
-        needs_manual = stored_history or isinstance(style, RandomTruncation)
+        needs_manual = stored_history or isinstance(style, (RandomTruncation, ARTBP))
         if device.type == "cuda":  # cuDNN's window kernels beat a loop of small launches
             return "manual-elman" if elman and needs_manual else "autograd"
         manual = elman and (
@@ -161,13 +162,36 @@ def train_stream(
     ``path`` forces an implementation ("autograd", "manual-elman"); "auto" picks the fastest.
     """
     _validate(model, x, y, style, loss, clip, generator, h0)
+    if isinstance(style, AdaptiveTBPTT):  # K chosen per period, each period a TBPTT(K, 2K-1) run
+        from .adaptive import train_adaptive
+
+        return train_adaptive(
+            train_stream,
+            model,
+            x,
+            y,
+            style,
+            optimizer,
+            loss,
+            clip,
+            generator,
+            h0,
+            callback,
+            measure_memory,
+            path,
+        )
     T, B = x.shape[0], x.shape[1]
     _, k2 = style.resolve(T)
-    plans = plan_chunks(style, T, cut_random_edges=False)
+    # Chance is drawn before the first forward step (xi.realise), so the planner cuts the graph
+    # where xi = 0 and memory/backprop steps are the draw's; the paths read the same draws.
+    draws = realise(style, T, B, generator)
+    updates = draws.updates if draws is not None else style.updates(T)
+    starts = {t: start for _, t, start in updates}
+    plans = plan_chunks(style, T, cut_random_edges=False, draws=draws)
     stored_history = needs_stored_history(plans)
     per_step = per_step_elements(loss, B, model.output_size)
-    denoms = {t: per_step * (t - prev) for prev, t, _ in style.updates(T)}
-    pi = style.pi if isinstance(style, RandomTruncation) else None
+    denoms = {t: per_step * style.objective_steps(prev, t) for prev, t, _ in updates}
+    pi = style.pi if isinstance(style, (RandomTruncation, ARTBP)) else None
     chosen = _choose_path(model, style, stored_history, k2, B, path, optimizer, x.device)
     h = model.init_state(B) if h0 is None else map_state(lambda t: t.detach(), h0)
     if chosen in STATIC_PATHS:
@@ -186,9 +210,10 @@ def train_stream(
             stored_history=stored_history,
         )
     path_class = PATHS[chosen]
-    runner = path_class(model, x, y, loss, k2, pi, getattr(style, "per_stream", False), generator, denoms)
+    xi_source = draws if draws is not None else generator
+    runner = path_class(model, x, y, loss, k2, pi, getattr(style, "per_stream", False), xi_source, denoms)
     if path_class is AutogradPath and pi is not None:
-        plans = plan_chunks(style, T)  # a graph per step: xi is applied between chunks
+        plans = plan_chunks(style, T, draws=draws)  # a graph per step: xi is applied between chunks
     live = model.params()
     names = list(live)
 
@@ -211,7 +236,7 @@ def train_stream(
             if plan.b != plan.update:
                 continue
             # 3. Update time: backpropagate the window, clip, step; free what no later window needs.
-            grads, objective = runner.backward(plan.update, max(plan.update - k2, 0), names)
+            grads, objective = runner.backward(plan.update, starts[plan.update], names)
             pending.append((plan.update, _apply(live, names, grads, objective, clip, optimizer)))
             runner.release(plan.update)
             if callback is not None:  # a record now costs one device sync per update
@@ -330,9 +355,10 @@ def _validate(model, x, y, style, loss, clip, generator, h0) -> None:
         raise EngineError(
             f"model={type(model).__name__} is not allowed: use a tbptt_bench.models.RecurrentModel"
         )
-    if not isinstance(style, (TBPTT, RandomTruncation)):
+    if not isinstance(style, (TBPTT, RandomTruncation, ARTBP, AdaptiveTBPTT)):
         raise EngineError(
-            f"style={style!r} is not allowed: use a TBPTT or RandomTruncation from tbptt_bench.styles"
+            f"style={style!r} is not allowed: use a style from tbptt_bench.styles (TBPTT, "
+            "RandomTruncation, ARTBP, AdaptiveTBPTT)"
         )
     if loss not in LOSSES:
         raise EngineError(f"loss={loss!r} is not allowed: use one of {', '.join(LOSSES)}")
