@@ -8,6 +8,8 @@ Reads ``<results>/<device_tag>/<sweep>/<run_id>/`` through ``store.load_runs``, 
     tables/<device>/<sweep>/<task>/summary.md    sentences generated from the numbers
     figures/<device>/<sweep>/<task>/curves.png|svg, quality_vs_cost.png|svg
     figures/truncation_patterns.png|svg, figures/gradient_norms.png|svg
+    tables/<device>/gradients/gradients.md, figures/<device>/gradients/<task>_bias|_depth.png|svg
+                                                 the gradient-quality study (report/gradients.py)
     tables/index.md                              everything above, plus the skipped run folders
 
 Same records give byte-identical tables and SVGs. Files a previous report wrote and this one did
@@ -130,6 +132,7 @@ def build_report(
                 written.append(p)
                 index.append(f"- [{p.name}]({_rel(p, tdir)})")
         index.append("")
+    index += _gradient_study(results, tdir, fdir, figures, text, written)
     if loaded.skipped:
         index += ["## Skipped run folders", ""]
         index += [f"- `{_rel(p, results)}`: {reason}" for p, reason in loaded.skipped]
@@ -140,6 +143,39 @@ def build_report(
     store.write_json_atomic(tdir / "manifest.json", {"files": manifest})
     written.append(tdir / "manifest.json")
     return written
+
+
+def _gradient_study(
+    results: Path, tdir: Path, fdir: Path, figures: bool, text, written: list[Path]
+) -> list[str]:
+    """The gradient-quality study's tables and figures (report/gradients.py), per device that has one."""
+    from . import gradients as G
+
+    index: list[str] = []
+    for device, path in G.find_studies(results):
+        try:
+            data = G.load_study(path)
+        except (ValueError, OSError) as e:
+            log.warning("skipped gradient study %s: %s", _rel(path, results), e)
+            continue
+        base = Path(device) / "gradients"
+        text(tdir / base / "gradients.md", G.gradients_markdown(data))
+        index += [
+            f"## Gradient quality — {device}",
+            "",
+            f"- [gradients.md]({(base / 'gradients.md').as_posix()})",
+        ]
+        if figures:
+            from . import figures as F
+
+            for t in data["meta"]["tasks"]:
+                for stem, fig in ((f"{t['task']}_bias", G.bias_figure(data, t["task"])),
+                                  (f"{t['task']}_depth", G.depth_figure(data, t["task"]))):  # fmt: skip
+                    for p in F.save(fig, fdir / base / stem):
+                        written.append(p)
+                        index.append(f"- [{(base / p.name).as_posix()}]({_rel(p, tdir)})")
+        index.append("")
+    return index
 
 
 def _clean_stale(out: Path, manifest: Path, written: list[Path]) -> None:

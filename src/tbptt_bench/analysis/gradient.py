@@ -1,0 +1,151 @@
+"""The gradient a training style uses, measured on one window at fixed parameters.
+
+``style_gradient(model, x, y, style)`` runs the engine itself on the window with a zero learning
+rate (so the parameters never change between the style's updates), captures every update's
+gradient and reweights it into the gradient of the *mean* loss over all T steps, the batch and
+the outputs: update u's objective is its loss sum over ``per_step * style.objective_steps``
+elements, so its gradient times objective_steps/T is its losses' share of the mean. Each loss is
+therefore backpropagated exactly as deep as the style lets it (random styles: one draw from
+``generator``); ``full()`` gives the exact gradient.
+
+``realised_depths`` and ``window_backprop_steps`` read the same draws the engine makes
+(``engine.xi.realise``) to give each loss's realised depth and each update's backprop steps
+(the steps of its window reached by at least one of its losses, summed over the B rows).
+
+>>> import torch
+>>> from tbptt_bench.models import ElmanRNN
+>>> from tbptt_bench.styles import full, tf_style
+>>> m = ElmanRNN(2, 4, 1, generator=torch.Generator().manual_seed(0)).double()
+>>> x, y = torch.randn(8, 3, 2, dtype=torch.float64), torch.randn(8, 3, 1, dtype=torch.float64)
+>>> g = style_gradient(m, x, y, full())
+>>> out, _ = m(x)
+>>> exact = torch.autograd.grad(((out - y) ** 2).mean(), m.W_hh)[0]
+>>> bool(torch.allclose(g["W_hh"], exact, atol=1e-12))
+True
+>>> window_backprop_steps(tf_style(4), 8, 3)   # two windows of 4 steps, 3 rows
+[12, 12]
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..engine.train import train_stream
+from ..engine.xi import realise
+from ..models import RecurrentModel, State
+from ..styles import ARTBP, AdaptiveTBPTT, RandomTruncation, Style, parse_style
+
+__all__ = ["realised_depths", "style_gradient", "window_backprop_steps"]
+
+
+class _Capture(torch.optim.SGD):
+    """SGD with lr = 0 that keeps every gradient it is handed (the parameters never move)."""
+
+    def __init__(self, model: RecurrentModel):
+        self._named = list(model.named_parameters())
+        super().__init__([p for _, p in self._named], lr=0.0)
+        self.grads: list[dict[str, Tensor]] = []
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        self.grads.append(
+            {n: torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for n, p in self._named}
+        )
+
+
+def _style(style: Style | str) -> Style:
+    return parse_style(style) if isinstance(style, str) else style
+
+
+def style_gradient(
+    model: RecurrentModel,
+    x: Tensor,
+    y: Tensor,
+    style: Style | str,
+    loss: str = "mse",
+    generator: torch.Generator | None = None,
+    *,
+    h0: State | None = None,
+) -> dict[str, Tensor]:
+    """The gradient ``style`` uses for all losses of the window, as the gradient of the mean loss
+    over T steps (batch and outputs); parameters are not changed. ``h0``: the window's start
+    state (zeros by default; the study passes a burned-in state)."""
+    style = _style(style)
+    T = x.shape[0]
+    opt = _Capture(model)
+    res = train_stream(model, x, y, style, opt, loss=loss, generator=generator, h0=h0)
+    total = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    prev = 0
+    for rec, g in zip(res.records, opt.grads):
+        w = (
+            style.objective_steps(prev, rec.t) / T
+            if not isinstance(style, AdaptiveTBPTT)
+            else (rec.t - prev) / T
+        )
+        for n in total:
+            total[n] += w * g[n]
+        prev = rec.t
+    return total
+
+
+def realised_depths(style: Style | str, T: int, generator: torch.Generator | None = None) -> list[int]:
+    """Each loss's realised depth under one draw (shared by the batch), as the engine draws it:
+    1 + the run of kept edges behind it inside its window (0: readout only)."""
+    style = _style(style)
+    draws = realise(style, T, 1, generator)
+    if draws is None:
+        return style.depths(T)
+    out = []
+    for prev, u, start in draws.updates:
+        keep = draws.keep[u][:, 0].tolist()  # edge j = start+2+r
+        for s in range(prev + 1, u + 1):
+            if s <= start:
+                out.append(0)
+                continue
+            d, j = 1, s
+            while j - 1 > start and keep[j - start - 2]:
+                d, j = d + 1, j - 1
+            out.append(d)
+    return out
+
+
+def window_backprop_steps(
+    style: Style | str, T: int, batch: int, generator: torch.Generator | None = None
+) -> list[int]:
+    """Per update: the steps of its window whose cell its backward pass traverses (reached by at
+    least one of its losses), summed over the ``batch`` rows; 0 for a readout-only update."""
+    style = _style(style)
+    if isinstance(style, AdaptiveTBPTT):
+        raise ValueError("adaptive's K depends on the parameters: count its TBPTT(K, 2K-1) instead")
+    draws = realise(style, T, batch, generator)
+    if draws is None:
+        out, depths = [], style.depths(T)
+        for prev, u, _ in style.updates(T):
+            lows = [s - depths[s - 1] + 1 for s in range(prev + 1, u + 1) if depths[s - 1] > 0]
+            out.append(batch * (u - min(lows) + 1) if lows else 0)
+        return out
+    out = []
+    per_stream = isinstance(style, RandomTruncation) and style.per_stream
+    for prev, u, start in draws.updates:
+        if start >= u:
+            out.append(0)
+            continue
+        if not per_stream:
+            out.append(batch * (u - draws.reach(u, prev, start) + 1))
+            continue
+        total = 0
+        for b in range(batch):
+            m = max(prev + 1, start + 1)
+            while m - 1 > start and bool(draws.keep[u][m - start - 2, b]):
+                m -= 1
+            total += u - m + 1
+        out.append(total)
+    return out
+
+
+def is_random(style: Style) -> bool:
+    """Whether the style's gradient is a random draw (needs many draws to measure)."""
+    return isinstance(style, (RandomTruncation, ARTBP)) and not (
+        isinstance(style, RandomTruncation) and style.pi == 1.0
+    )
