@@ -197,4 +197,4 @@ def test_study_smoke_cli_records_and_report(tmp_path, capsys):
     names = {p.name for p in written}
     assert {"gradients.md", "echo_bias.png", "echo_bias.svg", "echo_depth.png", "echo_depth.svg"} <= names
     md = next(p for p in written if p.name == "gradients.md").read_text()
-    assert "## echo" in md and "Random depth n=2" in md and "ARTBP n=2" in md
+    assert "## echo" in md and "Random depth (E[depth]=2" in md and "ARTBP n=2" in md

@@ -370,7 +370,7 @@ def test_random_depth_semantics_and_names():
     assert (s.k1, s.k2, s.pi, s.per_stream) == (5, 20, 0.8, False)
     assert s.expected_depth == pytest.approx(5.0)
     assert (s.preset, s.n, s.spec) == ("random_depth", 5, "random_depth(5)")
-    assert "n=5" in s.label and "pi=0.8" in s.label and "K=20" in s.label
+    assert "E[depth]=5" in s.label and "pi=0.8" in s.label and "K=20" in s.label
     assert parse_style("random_depth(3, 10)") == RandomTruncation(1 - 1 / 3, 3, 30)
     assert parse_style(parse_style("random_depth(3, 10)").spec) == parse_style("random_depth(3, 10)")
     old = parse_style("random(0.2)")

@@ -18,7 +18,7 @@ TBPTT(k1=2, k2=5)
 >>> (r.k1, r.k2, r.pi, r.n, r.preset)
 (5, 20, 0.8, 5, 'random_depth')
 >>> r.label
-'Random depth n=5 (pi=0.8, K=20)'
+'Random depth (E[depth]=5, pi=0.8, K=20)'
 
 Adding a style: write a constructor returning one of the style classes and add one line to
 ``PRESETS``; the parametrized tests pick it up.
@@ -285,7 +285,7 @@ class RandomTruncation:
     @property
     def label(self) -> str:
         if self.preset == "random_depth":
-            return f"Random depth n={self.k1} (pi={self.pi:g}, K={self.k2})"
+            return f"Random depth (E[depth]={self.k1}, pi={self.pi:g}, K={self.k2})"
         depth = "∞" if self.pi == 1.0 else f"{self.expected_depth:.3g}"
         if self.k1 is None and self.k2 is None:
             return f"Random truncation (full-BPTT form; pi={self.pi:g}, E[depth]={depth})"
