@@ -198,3 +198,34 @@ def test_study_smoke_cli_records_and_report(tmp_path, capsys):
     assert {"gradients.md", "echo_bias.png", "echo_bias.svg", "echo_depth.png", "echo_depth.svg"} <= names
     md = next(p for p in written if p.name == "gradients.md").read_text()
     assert "## echo" in md and "Random depth (E[depth]=2" in md and "ARTBP n=2" in md
+
+
+@pytest.mark.parametrize("cell,loss", [("tanh", "mse"), ("gru", "ce")])
+def test_window_contributions_reproduce_style_gradient_draw_for_draw(cell, loss):
+    """The study's fast path: weighted sums of (loss, cell) contributions equal the engine's
+    gradient for deterministic presets, and for random presets with the same generator state."""
+    from tbptt_bench.analysis import WindowContributions
+
+    T = 10
+    model, x, y = make_case(cell, loss, T, **SIZES)
+    h0 = map_state(lambda t: t + 0.2, model.init_state(x.shape[1]))
+    wc = WindowContributions(model, x, y, loss, h0)
+
+    def flat(g):
+        return torch.cat([g[n].reshape(-1) for n in wc.names])
+
+    for spec in DETERMINISTIC:
+        st = parse_style(spec)
+        got = wc.gradient(wc.depth_weights(st.depths(T)))
+        assert float((got - flat(style_gradient(model, x, y, st, loss, h0=h0))).abs().max()) <= 1e-10, spec
+    for st in (random_depth(2, cap=2), random_depth(3), artbp(2), artbp(3), random(0.6)):
+        for seed in range(4):
+            got = wc.gradient(wc.draw_weights(st, torch.Generator().manual_seed(seed)))
+            want = flat(
+                style_gradient(model, x, y, st, loss, generator=torch.Generator().manual_seed(seed), h0=h0)
+            )
+            assert float((got - want).abs().max()) <= 1e-10, (st.spec, seed)
+    d = torch.diagonal(wc.C, offset=-2, dim1=0, dim2=1).sum(-1)  # depth-3 contribution
+    g3 = flat(style_gradient(model, x, y, parse_style("williams_peng(3)"), loss, h0=h0))
+    g2 = flat(style_gradient(model, x, y, parse_style("williams_peng(2)"), loss, h0=h0))
+    assert float((d - (g3 - g2)).abs().max()) <= 1e-10

@@ -4,9 +4,9 @@ Sits beside ``runs`` (imports engine, models, tasks, styles and runs.envinfo); t
 imports it (it reads the study's records).
 """
 
-from .gradient import realised_depths, style_gradient, window_backprop_steps
+from .gradient import WindowContributions, realised_depths, style_gradient, window_backprop_steps
 
-__all__ = ["realised_depths", "run_study", "style_gradient", "window_backprop_steps"]
+__all__ = ["WindowContributions", "realised_depths", "run_study", "style_gradient", "window_backprop_steps"]
 
 
 def run_study(*args, **kwargs):

@@ -36,7 +36,7 @@ from ..engine.xi import realise
 from ..models import RecurrentModel, State
 from ..styles import ARTBP, AdaptiveTBPTT, RandomTruncation, Style, parse_style
 
-__all__ = ["realised_depths", "style_gradient", "window_backprop_steps"]
+__all__ = ["WindowContributions", "realised_depths", "style_gradient", "window_backprop_steps"]
 
 
 class _Capture(torch.optim.SGD):
@@ -149,3 +149,97 @@ def is_random(style: Style) -> bool:
     return isinstance(style, (RandomTruncation, ARTBP)) and not (
         isinstance(style, RandomTruncation) and style.pi == 1.0
     )
+
+
+class WindowContributions:
+    """Every (loss s, cell j) contribution to the window's gradient, computed once, so that any
+    truncation pattern's gradient is a weighted sum (the study's fast path; tests pin it to
+    ``style_gradient`` draw for draw).
+
+    ``C[s-1, j-1]`` (flattened parameters) is the part of the gradient of loss s (divided by the
+    mean's T B Q) that flows through the cell at step j <= s; ``R[s-1]`` its readout part. A style
+    that backpropagates loss s to depth d with edge multipliers xi uses
+    R[s] + sum_{j = s-d+1..s} (prod_{e = j+1..s} xi_e) C[s, j].
+    """
+
+    def __init__(
+        self, model: RecurrentModel, x: Tensor, y: Tensor, loss: str = "mse", h0: State | None = None
+    ):
+        from ..engine.losses import LOSSES, per_step_elements
+        from ..models import map_state
+
+        T, B = x.shape[0], x.shape[1]
+        self.T, self.B = T, B
+        self.names = [n for n, _ in model.named_parameters()]
+        self.shapes = [p.shape for _, p in model.named_parameters()]
+        params = {n: p.detach() for n, p in model.named_parameters()}
+        denom = T * per_step_elements(loss, B, model.output_size)
+        h = model.init_state(B) if h0 is None else map_state(lambda t: t.detach(), h0)
+        cells, outs = [], []
+        with torch.enable_grad():
+            for t in range(T):
+                leaf = {n: p.clone().requires_grad_(True) for n, p in params.items()}
+                h = model.cell(leaf, x[t], h)
+                cells.append(leaf)
+                ro = {n: p.clone().requires_grad_(True) for n, p in params.items()}
+                outs.append(
+                    (ro, LOSSES[loss](model.readout(ro, model.features(h)).unsqueeze(0), y[t : t + 1]))
+                )
+            P = sum(p.numel() for p in params.values())
+            dtype = next(iter(params.values())).dtype
+            self.C = torch.zeros(T, T, P, dtype=dtype)
+            self.R = torch.zeros(T, P, dtype=dtype)
+            for s in range(T):
+                ro, ls = outs[s]
+                inputs = [v for j in range(s + 1) for v in cells[j].values()] + list(ro.values())
+                got = torch.autograd.grad(ls / denom, inputs, retain_graph=s < T - 1, allow_unused=True)
+                k = len(params)
+                for j in range(s + 1):
+                    self.C[s, j] = self._flat(got[j * k : (j + 1) * k], params)
+                self.R[s] = self._flat(got[(s + 1) * k :], params)
+
+    @staticmethod
+    def _flat(grads, params) -> Tensor:
+        return torch.cat([
+            (torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, params.values())
+        ])  # fmt: skip
+
+    def unflat(self, g: Tensor) -> dict[str, Tensor]:
+        out, i = {}, 0
+        for n, shape in zip(self.names, self.shapes):
+            k = int(torch.Size(shape).numel())
+            out[n] = g[i : i + k].reshape(shape)
+            i += k
+        return out
+
+    def gradient(self, W: Tensor) -> Tensor:
+        """Flat gradient for weights W[s-1, j-1] on the cell contributions (readout always in)."""
+        return self.R.sum(0) + torch.einsum("sj,sjp->p", W.to(self.C.dtype), self.C)
+
+    def depth_weights(self, depths: list[int]) -> Tensor:
+        """0/1 weights of a deterministic pattern: loss s reaches cells s-d_s+1 .. s."""
+        W = torch.zeros(self.T, self.T, dtype=torch.float64)
+        for s, d in enumerate(depths):
+            if d > 0:
+                W[s, s - d + 1 : s + 1] = 1.0
+        return W
+
+    def draw_weights(self, style: Style | str, generator: torch.Generator | None) -> Tensor:
+        """Weights of one draw of a random style (the engine's draws: ``xi.realise``)."""
+        style = _style(style)
+        draws = realise(style, self.T, 1, generator)
+        if draws is None:
+            return self.depth_weights(style.depths(self.T))
+        if isinstance(style, RandomTruncation) and style.per_stream:
+            raise ValueError("per-stream draws weight each row differently: use style_gradient")
+        W = torch.zeros(self.T, self.T, dtype=torch.float64)
+        for prev, u, start in draws.updates:
+            keep = draws.keep[u][:, 0].tolist()
+            for s in range(max(prev + 1, start + 1), u + 1):
+                w, j = 1.0, s
+                W[s - 1, j - 1] = 1.0
+                while j - 1 > start and keep[j - start - 2]:
+                    w *= draws.scale
+                    j -= 1
+                    W[s - 1, j - 1] = w
+        return W

@@ -7,7 +7,10 @@ hidden size, optimizer and learning rate):
    training streams; keep the parameters at 0, 10, 50 and 100 % of the budget.
 2. **Window.** A fixed window of ``window`` steps from a held-out stream (seed ``WINDOW_SEED``),
    entered with the state after ``burn`` steps run at the checkpoint's parameters (burned in).
-3. **Exact gradient** g* = ``style_gradient(full())`` of the window's mean loss.
+3. **Exact gradient** g* of the window's mean loss. Every gradient below is a weighted sum of the
+   window's (loss, cell) contributions (``WindowContributions``, computed once per checkpoint;
+   the weights follow the style's depths or, for random styles, the engine's own draws), which the
+   tests pin to ``style_gradient`` (the engine at lr = 0) draw for draw; adaptive runs the engine.
 4. **Every style family and n** (``STYLE_FAMILIES``, n in ``ns``): its gradient g (random styles:
    ``draws`` draws, mean ḡ). Recorded: cosine to g* (random: mean over single draws, and of the
    mean), relative bias ||E[g] - g*|| / ||g*||, relative std sqrt(E||g - ḡ||^2) / ||g*|| (0 for
@@ -35,11 +38,11 @@ from pathlib import Path
 import torch
 
 from .. import styles as S
-from ..engine.adaptive import decay_profile
+from ..engine.adaptive import choose_k, decay_profile
 from ..engine.train import evaluate_stream, train_stream
 from ..models import make_model
 from ..runs import envinfo
-from .gradient import is_random, style_gradient, window_backprop_steps
+from .gradient import WindowContributions, is_random, style_gradient, window_backprop_steps
 
 __all__ = ["STUDY_SIZES", "STYLE_FAMILIES", "StudyError", "StudySize", "run_study"]
 
@@ -56,7 +59,7 @@ CHECKPOINTS = (0.0, 0.1, 0.5, 1.0)
 STYLE_FAMILIES: dict[str, Callable[[int], S.Style | None]] = {
     "tf_style": lambda n: S.tf_style(n),
     "williams_peng": lambda n: S.williams_peng(n),
-    "overlapping": lambda n: S.overlapping(n // 2, n) if n >= 2 else None,
+    "overlapping": lambda n: S.overlapping(n // 2, n) if n >= 4 else None,  # (1, n) is Williams–Peng
     "one_step": lambda n: S.one_step(n),
     "random_depth": lambda n: S.random_depth(n) if n >= 2 else None,
     "random_full": lambda n: S.random(1.0 - 1.0 / n) if n >= 2 else None,  # notes' form, E[depth] n
@@ -83,20 +86,6 @@ STUDY_SIZES = {
                       max_depth=32),
     "smoke": StudySize(updates=10, batch=4, row_len=40, window=12, burn=8, ns=(2, 4), draws=8, max_depth=6),
 }  # fmt: skip
-
-
-def _norm(g: dict[str, torch.Tensor]) -> float:
-    return math.sqrt(sum(float((v.double() ** 2).sum()) for v in g.values()))
-
-
-def _sub(a, b):
-    return {n: a[n] - b[n] for n in a}
-
-
-def _cos(a, b) -> float:
-    na, nb = _norm(a), _norm(b)
-    dot = sum(float((a[n].double() * b[n].double()).sum()) for n in a)
-    return dot / (na * nb) if na > 0 and nb > 0 else float("nan")
 
 
 def _spectral_radius(model) -> float | None:
@@ -165,10 +154,27 @@ class _Enough(Exception):
     pass
 
 
-def _style_rows(model, x, y, h0, loss, size: StudySize, g_star, base: dict) -> list[dict]:
+def _flat(g: dict[str, torch.Tensor], names: list[str]) -> torch.Tensor:
+    return torch.cat([g[n].reshape(-1) for n in names])
+
+
+def _fnorm(v: torch.Tensor) -> float:
+    return float(v.double().norm())
+
+
+def _fcos(a: torch.Tensor, b: torch.Tensor) -> float:
+    na, nb = _fnorm(a), _fnorm(b)
+    return float((a.double() * b.double()).sum()) / (na * nb) if na > 0 and nb > 0 else float("nan")
+
+
+def _style_rows(
+    model, x, y, h0, loss, size: StudySize, wc: WindowContributions, g_star, base: dict
+) -> list[dict]:
+    """One row per (family, n) and per adaptive delta. Gradients are weighted sums of the window's
+    contributions (``WindowContributions``: the engine's draws, pinned to ``style_gradient``)."""
     rows = []
     T, B = x.shape[0], x.shape[1]
-    g_norm = _norm(g_star)
+    g_norm = _fnorm(g_star)
     entries: list[tuple[str, int | None, S.Style]] = [
         (fam, n, st) for n in size.ns for fam, make in STYLE_FAMILIES.items() if (st := make(n)) is not None
     ]
@@ -183,54 +189,52 @@ def _style_rows(model, x, y, h0, loss, size: StudySize, g_star, base: dict) -> l
             draws, costs = [], []
             for _ in range(size.draws):
                 state = gen.get_state()
-                draws.append(style_gradient(model, x, y, style, loss, generator=gen, h0=h0))
-                after = gen.get_state()
-                gen.set_state(state)  # the cost of this very draw, then continue from where it was
+                draws.append(wc.gradient(wc.draw_weights(style, gen)))
+                gen.set_state(state)  # the cost of this very draw (same generator calls)
                 costs.append(sum(window_backprop_steps(style, T, B, gen)) / (T * B))
-                gen.set_state(after)
-            mean = {k: sum(d[k] for d in draws) / len(draws) for k in g_star}
-            var = sum(_norm(_sub(d, mean)) ** 2 for d in draws) / max(len(draws) - 1, 1)
+            G = torch.stack(draws).double()
+            mean = G.mean(0)
+            var = float(((G - mean) ** 2).sum(1).sum()) / max(len(draws) - 1, 1)
             row.update(
-                cos=sum(_cos(d, g_star) for d in draws) / len(draws),
-                cos_of_mean=_cos(mean, g_star),
-                rel_bias=_norm(_sub(mean, g_star)) / g_norm,
+                cos=sum(_fcos(d, g_star) for d in draws) / len(draws),
+                cos_of_mean=_fcos(mean, g_star),
+                rel_bias=_fnorm(mean - g_star) / g_norm,
                 rel_std=math.sqrt(var) / g_norm,
                 se_rel_bias=math.sqrt(var / len(draws)) / g_norm,
                 cost=sum(costs) / len(costs),
                 draws=size.draws,
             )
         else:
-            g = style_gradient(model, x, y, style, loss, h0=h0)
-            if isinstance(style, S.AdaptiveTBPTT):
+            if isinstance(style, S.AdaptiveTBPTT):  # K from the window's own decay profile
                 phi, cum = decay_profile(model, x[: style.k_max], y[: style.k_max], h0, loss)
-                from ..engine.adaptive import choose_k
-
                 K = choose_k(phi, cum, style.tau, style.delta, style.k_max)
                 row["K"] = K
+                g = _flat(style_gradient(model, x, y, style, loss, h0=h0), wc.names).to(g_star.dtype)
                 cost = sum(window_backprop_steps(style.for_k(K), T, B)) / (T * B)
             else:
+                g = wc.gradient(wc.depth_weights(style.depths(T)))
                 cost = sum(window_backprop_steps(style, T, B)) / (T * B)
-            c = _cos(g, g_star)
-            row.update(cos=c, cos_of_mean=c, rel_bias=_norm(_sub(g, g_star)) / g_norm, rel_std=0.0,
+            c = _fcos(g, g_star)
+            row.update(cos=c, cos_of_mean=c, rel_bias=_fnorm(g - g_star) / g_norm, rel_std=0.0,
                        se_rel_bias=0.0, cost=cost, draws=1)  # fmt: skip
         row["seconds"] = round(time.perf_counter() - t0, 3)
         rows.append(row)
     return rows
 
 
-def _depth_rows(model, x, y, h0, loss, size: StudySize, g_star, base: dict) -> list[dict]:
-    g_norm = _norm(g_star)
+def _depth_rows(
+    model, x, y, h0, loss, size: StudySize, wc: WindowContributions, g_star, base: dict
+) -> list[dict]:
+    """Depth-d contribution ||G(d) - G(d-1)|| / ||g*||: the cells d - 1 steps behind each loss,
+    summed over the losses (G(d) = Williams–Peng(d) at fixed parameters); and the last loss's
+    state gradient ||dl_T/dh_{T-d+1}|| (the state whose cell is the d-th one a loss traverses)."""
+    g_norm = _fnorm(g_star)
     D = min(size.max_depth, x.shape[0])
-    # G(0), every loss readout-only: the readout's part of g* (truncation never changes it).
-    readout = {n: (g_star[n] if n in ("W_qh", "b_q") else torch.zeros_like(g_star[n])) for n in g_star}
-    prev = readout
     phi, _ = decay_profile(model, x, y, h0, loss)
     rows = []
     for d in range(1, D + 1):
-        G = style_gradient(model, x, y, S.williams_peng(d), loss, h0=h0)
-        # state_grad: ||dl_T/dh_{T-d+1}||, the state whose cell is the d-th one a loss traverses
-        rows.append(dict(base, depth=d, contrib=_norm(_sub(G, prev)) / g_norm, state_grad=phi[d - 1]))
-        prev = G
+        contrib = torch.diagonal(wc.C, offset=-(d - 1), dim1=0, dim2=1).sum(-1)  # sum_s C[s, s-d+1]
+        rows.append(dict(base, depth=d, contrib=_fnorm(contrib) / g_norm, state_grad=phi[d - 1]))
     return rows
 
 
@@ -265,11 +269,12 @@ def run_study(
                     p.copy_(params[n])
             _, h0 = evaluate_stream(model, held.x[: size.burn], held.y[: size.burn], task.loss)
             x, y = held.x[size.burn :], held.y[size.burn :]
-            g_star = style_gradient(model, x, y, S.full(), task.loss, h0=h0)
+            wc = WindowContributions(model, x, y, task.loss, h0)
+            g_star = wc.gradient(wc.depth_weights(S.full().depths(x.shape[0])))  # the exact gradient
             rho = _spectral_radius(model)
             base = dict(task=name, checkpoint=frac, spectral_radius=rho)
-            style_rows += _style_rows(model, x, y, h0, task.loss, size, g_star, base)
-            depth_rows += _depth_rows(model, x, y, h0, task.loss, size, g_star, base)
+            style_rows += _style_rows(model, x, y, h0, task.loss, size, wc, g_star, base)
+            depth_rows += _depth_rows(model, x, y, h0, task.loss, size, wc, g_star, base)
         meta_tasks.append(
             dict(task=name, cell=spec.cell, hidden_size=model.hidden_size, loss=task.loss,
                  optimizer=spec.optimizer, lr=spec.lrs[0], seconds=round(time.perf_counter() - t0, 1))
