@@ -214,7 +214,9 @@ class WindowContributions:
 
     def gradient(self, W: Tensor) -> Tensor:
         """Flat gradient for weights W[s-1, j-1] on the cell contributions (readout always in)."""
-        return self.R.sum(0) + torch.einsum("sj,sjp->p", W.to(self.C.dtype), self.C)
+        # one (1, T*T) x (T*T, P) product: no broadcast temporary of C's size per call
+        flat = self.C.reshape(self.T * self.T, -1)
+        return self.R.sum(0) + (W.to(self.C.dtype).reshape(1, -1) @ flat).reshape(-1)
 
     def depth_weights(self, depths: list[int]) -> Tensor:
         """0/1 weights of a deterministic pattern: loss s reaches cells s-d_s+1 .. s."""
