@@ -149,7 +149,9 @@ def _first_below(drs: list[dict], cp: float, level: float) -> str:
 def bias_figure(data: dict, task: str):
     """Relative bias and relative std vs n (log axes), one line per family; solid: the last
     checkpoint, dotted: the first (initial parameters)."""
-    from .figures import _new_figure, _plain_log_ticks, _style
+    from matplotlib.ticker import NullFormatter
+
+    from .figures import _new_figure, _style
 
     rows = [r for r in data["styles"] if r["task"] == task and r["n"] is not None]
     cps = sorted({r["checkpoint"] for r in rows})
@@ -167,23 +169,38 @@ def bias_figure(data: dict, task: str):
                     if not pts:
                         continue
                     line = ax.plot(*zip(*pts), ls, marker="o", markersize=3, lw=1.2, color=colors.get(fam),
-                                   label=FAMILY_NAMES.get(fam, fam) if ls == "-" else None)[0]  # fmt: skip
+                                   label=FAMILY_NAMES.get(fam, fam) if ls == "-" and key == "rel_bias" else None)[0]  # fmt: skip
                     colors.setdefault(fam, line.get_color())
             ax.set_xscale("log", base=2)
+            ns = sorted({r["n"] for r in rows})
+            ax.set_xticks(ns, [str(n) for n in ns])
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_yscale("log")
-            _plain_log_ticks(ax.yaxis)
+            _log_ticks(ax.yaxis)
             ax.set_xlabel("truncation length n")
             ax.set_title(title, fontsize=8)
-        axes[0, 0].legend(fontsize=6, frameon=False)
+        fig.legend(loc="outside right center", fontsize=6, frameon=False)
         fig.suptitle(f"{task}: gradient bias and spread vs n (solid {cps[-1]:.0%}, dotted {cps[0]:.0%} of training)",
                      fontsize=9)  # fmt: skip
     return fig
 
 
+def _log_ticks(axis) -> None:
+    """Log ticks labelled as plain numbers ('0.01', '1e-06'): no mathtext, any range (call after
+    plotting: narrow ranges get 1-2-5 ticks, wide ones decades)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    lo, hi = axis.axes.get_ylim() if axis is axis.axes.yaxis else axis.axes.get_xlim()
+    few = lo > 0 and math.log10(hi / lo) <= 3  # a narrow range: label 1, 2, 5 of each decade
+    axis.set_major_locator(LogLocator(base=10.0, subs=(1.0, 2.0, 5.0) if few else (1.0,), numticks=12))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def depth_figure(data: dict, task: str):
     """Contribution of each backprop depth d to the exact gradient, ‖G(d) − G(d−1)‖/‖g*‖, and the
     last loss's state gradient ‖dl_T/dh_{T−d+1}‖, per checkpoint (legend: W_hh's spectral radius)."""
-    from .figures import _new_figure, _plain_log_ticks, _style
+    from .figures import _new_figure, _style
 
     drs = [d for d in data.get("depth", []) if d["task"] == task]
     with _style():
@@ -195,14 +212,18 @@ def depth_figure(data: dict, task: str):
             for ax, key in ((axes[0, 0], "contrib"), (axes[0, 1], "state_grad")):
                 pts = [(d["depth"], d[key]) for d in ds if d[key] and d[key] > 0]
                 if pts:
-                    ax.plot(*zip(*pts), marker="o", markersize=2, lw=1.0, label=lab)
+                    ax.plot(
+                        *zip(*pts), marker="o", markersize=2, lw=1.0, label=lab if key == "contrib" else None
+                    )
         for ax, title in ((axes[0, 0], "depth-d contribution ‖G(d) − G(d−1)‖ / ‖g*‖"),
                           (axes[0, 1], "state gradient ‖dl_T / dh_{T−d+1}‖")):  # fmt: skip
             ax.set_yscale("log")
-            _plain_log_ticks(ax.yaxis)
+            _log_ticks(ax.yaxis)
             ax.set_xlabel("backprop depth d (steps)")
             ax.set_title(title, fontsize=8)
         if drs:
-            axes[0, 0].legend(title="checkpoint", fontsize=6, title_fontsize=6, frameon=False)
+            fig.legend(
+                title="checkpoint", loc="outside right center", fontsize=6, title_fontsize=6, frameon=False
+            )
         fig.suptitle(f"{task}: how far back the exact gradient comes from", fontsize=9)
     return fig
