@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import itertools
 import math
+import random as _random
 
 import pytest
 import torch
 
 from reference_tbptt import RecordingSGD, make_case, max_abs_diff, reference_train
-from tbptt_bench.styles import TBPTT, RandomTruncation
+from tbptt_bench.styles import PRESETS, TBPTT, RandomTruncation, StyleError, parse_style, random_depth
 
 SIZES = dict(B=2, D=2, H=3, Q=1)
 
@@ -272,3 +273,123 @@ def test_same_seed_same_result_other_seed_other_result(engine, cell, per_stream)
     (p1, r1), (p2, r2), (p3, _) = run(7), run(7), run(8)
     assert torch.equal(p1, p2) and r1 == r2
     assert not torch.equal(p1, p3), "a different generator seed should draw different truncations"
+
+
+# -- draws made before the forward pass: the same draws as today's per-update drawing ---------
+
+
+def _todays_xi(T, k1, k2, pi, per_stream, B, seed):
+    """xi(t, j) from the rule the engine followed before it drew ahead: at each update, in
+    order, torch.rand((edges, B or 1, 1), float64) < pi from the generator, kept edges = 1/pi."""
+    from reference_tbptt import update_times
+
+    g = torch.Generator().manual_seed(seed)
+    table = {}
+    for t in update_times(T, k1):
+        start = max(t - k2, 0)
+        draw = torch.rand(
+            (max(t - start - 1, 0), B if per_stream else 1, 1), generator=g, dtype=torch.float64
+        )
+        table[t] = (draw < pi).double() / pi
+
+    def xi(t, j):
+        row = table[t][j - max(t - k2, 0) - 2].flatten()
+        return row if per_stream else float(row[0])
+
+    return xi
+
+
+@pytest.mark.parametrize("path", ["manual-elman", "autograd"])
+@pytest.mark.parametrize(
+    "k1,k2,per_stream,pi",
+    [(2, 6, False, 0.5), (3, 3, True, 0.6), (1, 4, False, 0.5), (4, 12, False, 0.75), (3, 2, False, 0.5)],
+)
+def test_drawing_ahead_keeps_todays_draws(engine, path, k1, k2, per_stream, pi):
+    """Same seed, same gradients: SGD (lr > 0, so stored history matters) matches the reference fed
+    with the per-update draws of the old engine, to 1e-10, update by update."""
+    T, B = 17, SIZES["B"]
+    ref = reference_train(
+        *make_case("tanh", "mse", T, **SIZES), k1, k2, lr=0.3, xi=_todays_xi(T, k1, k2, pi, per_stream, B, 5)
+    )
+    model, x, y = make_case("tanh", "mse", T, **SIZES)
+    opt = RecordingSGD(model, lr=0.3)
+    engine.train_stream(
+        model, x, y, RandomTruncation(pi, k1, k2, per_stream), opt,
+        generator=torch.Generator().manual_seed(5), path=path,
+    )  # fmt: skip
+    assert len(opt.applied) == len(ref.updates)
+    for u, (got, want) in enumerate(zip(opt.applied, ref.updates)):
+        err, name = max_abs_diff(got, want.grad)
+        assert err <= 1e-10, f"update {u} (t={want.t}): {name} off by {err:g}"
+    err, name = max_abs_diff({n: p.detach() for n, p in model.named_parameters()}, ref.params)
+    assert err <= 1e-10, f"final parameters: {name} off by {err:g}"
+
+
+def test_planner_cuts_where_xi_is_zero():
+    """A chunk lives exactly until the last update whose backward pass reaches it."""
+    from tbptt_bench.engine.chunking import plan_chunks
+    from tbptt_bench.engine.xi import realise
+
+    style = random_depth(2, cap=5)  # k1 = 2, k2 = 10, pi = 0.5
+    T = 40
+    draws = realise(style, T, 1, torch.Generator().manual_seed(0))
+    plans = plan_chunks(style, T, cut_random_edges=False, draws=draws)
+    assert [c.b for c in plans if c.b == c.update] == style.update_times(T)
+    for c in plans:
+        reaching = [
+            u for prev, u, start in draws.updates
+            if u >= c.update and c.a >= start and draws.reach(u, prev, start) <= c.a + 1
+        ]  # fmt: skip
+        assert c.last_use == max(reaching, default=c.update), (c, reaching)
+    # without draws the same style keeps every chunk for the whole cap
+    blind = plan_chunks(style, T, cut_random_edges=False)
+    assert sum(c.last_use - c.update for c in plans) < sum(c.last_use - c.update for c in blind) / 2
+
+
+@pytest.mark.parametrize("path", ["manual-elman", "autograd"])
+def test_random_depth_memory_is_far_below_tbptt_of_its_cap(engine, path):
+    """Cutting at drawn zeros: random_depth(2, cap=20) (window cap 40, expected depth 2) holds a
+    few steps for backward, TBPTT(2, 40) holds 40."""
+    T = 240
+    peaks = {}
+    for name, style in (("random", random_depth(2, cap=20)), ("tbptt", TBPTT(2, 40))):
+        model, x, y = make_case("tanh", "mse", T, B=4, D=2, H=16, Q=1)
+        res = engine.train_stream(
+            model, x, y, style, torch.optim.SGD(model.parameters(), lr=0.0),
+            generator=torch.Generator().manual_seed(0), measure_memory=True, path=path,
+        )  # fmt: skip
+        peaks[name] = res.saved_bytes_peak
+    assert peaks["random"] < 0.35 * peaks["tbptt"], peaks
+
+
+# -- the random_depth preset -------------------------------------------------------------------
+
+
+def test_random_depth_semantics_and_names():
+    s = parse_style("random_depth(5)")
+    assert (s.k1, s.k2, s.pi, s.per_stream) == (5, 20, 0.8, False)
+    assert s.expected_depth == pytest.approx(5.0)
+    assert (s.preset, s.n, s.spec) == ("random_depth", 5, "random_depth(5)")
+    assert "E[depth]=5" in s.label and "pi=0.8" in s.label and "K=20" in s.label
+    assert parse_style("random_depth(3, 10)") == RandomTruncation(1 - 1 / 3, 3, 30)
+    assert parse_style(parse_style("random_depth(3, 10)").spec) == parse_style("random_depth(3, 10)")
+    old = parse_style("random(0.2)")
+    assert old.n is None and "full-BPTT form" in old.label and old.preset == "random"
+    assert old.expected_depth == pytest.approx(1.25)
+    for bad in ("random_depth(1)", "random_depth(0)", "random_depth(2.5)", "random_depth(3, 0)"):
+        with pytest.raises(StyleError):
+            parse_style(bad)
+    assert {"random_depth", "artbp", "adaptive"} <= set(PRESETS)
+
+
+def test_random_depth_sampled_depth_is_geometric_with_mean_n():
+    """styles.sample_depths (the report's picture helper): mean depth of the losses whose window
+    leaves room for the cap is n, up to a small capped tail, within 5 standard errors."""
+    n, T = 4, 4000
+    s = random_depth(n, cap=8)
+    d = s.sample_depths(T, _random.Random(0))
+    assert len(d) == T and min(d) >= 1 and max(d) <= s.k2
+    tail = d[s.k2 :]
+    mean = sum(tail) / len(tail)
+    sd = (sum((v - mean) ** 2 for v in tail) / (len(tail) - 1)) ** 0.5
+    assert abs(mean - n) <= 5 * sd / len(tail) ** 0.5 + n * s.pi ** (s.k2 - s.k1), (mean, sd)

@@ -13,6 +13,7 @@ from tbptt_bench.styles import (
     one_step,
     overlapping,
     parse_style,
+    random_depth,
     tf_style,
     williams_peng,
 )
@@ -85,7 +86,10 @@ def test_presets_classify_and_round_trip_through_their_spec_string():
         ]
     ] == ["full", "williams_peng", "one_step", "overlapping", "tf_style", "random"]
     assert tf_style(5).n == williams_peng(5).n == one_step(5).n == overlapping(2, 5).n == 5
-    assert random_style(0.2).n == 5
+    # the notes' full-BPTT form is not an n-block peer (its pi is a keep probability: E[depth] 1.25);
+    # random_depth(n) is TF-style(n)'s random peer
+    assert random_style(0.2).n is None
+    assert random_depth(5).n == 5 and parse_style(random_depth(5).spec) == random_depth(5)
     assert set(PRESETS) >= {"full", "williams_peng", "one_step", "overlapping", "tf_style", "random"}
 
 

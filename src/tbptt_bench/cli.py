@@ -364,6 +364,21 @@ def _cmd_compare(args) -> int:
     return 0
 
 
+def _cmd_gradients(args) -> int:
+    from .analysis import run_study
+
+    quiet = args.quiet
+    out = run_study(
+        args.tasks,
+        Path(args.results),
+        specs=find_specs_dir(args.specs_dir),
+        smoke=args.smoke,
+        log=None if quiet else (lambda m: print(f"{PROG}: {m}", file=sys.stderr)),
+    )
+    print(out)
+    return 0
+
+
 # -- parser -----------------------------------------------------------------------------------
 def _sweep_flags(p: argparse.ArgumentParser, default_preset: str) -> None:
     """What to run (specs, preset, seeds, styles, where records go); then how (``_how_flags``)."""
@@ -503,6 +518,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _sweep_flags(p, DEFAULT_PRESET)
     p.set_defaults(func=_cmd_run)
+    p = sub.add_parser(
+        "gradients",
+        help="gradient-quality study: each style's gradient vs the exact one, at training checkpoints",
+        description="Measure every style's gradient (cosine, bias, spread, cost) against the exact "
+        "gradient on a burned-in window, at checkpoints of a short TF-style training; write the records "
+        "to <results>/<device>/gradients/.",
+    )
+    p.add_argument("tasks", nargs="*", metavar="TASK", help="tasks to study (default: every spec)")
+    p.add_argument("--results", required=True, metavar="DIR", help="results folder to write the records into")
+    p.add_argument("--specs-dir", metavar="DIR", help="folder of <task>.toml specs (default as for sweep)")
+    p.add_argument("--smoke", action="store_true", help="a seconds-sized study (for tests)")
+    p.add_argument("--quiet", action="store_true", help="no per-task lines")
+    p.set_defaults(func=_cmd_gradients)
     _add_report_parsers(sub)
     return parser
 

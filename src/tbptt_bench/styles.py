@@ -1,4 +1,4 @@
-"""Training styles: TBPTT(k1, k2) and random truncation, exactly as docs/semantics.md decides.
+"""Training styles: TBPTT(k1, k2), random truncation, ARTBP and adaptive TBPTT (docs/semantics.md).
 
 A style is a small frozen value that answers schedule questions for a sequence of length T:
 when the updates happen, where each update's backward window starts, and how deep each
@@ -14,9 +14,14 @@ This module is pure Python (no torch) so the report can draw truncation patterns
 [1, 2, 2, 2]
 >>> parse_style("overlapping(2, 5)")
 TBPTT(k1=2, k2=5)
+>>> r = parse_style("random_depth(5)")      # TF-style(5)'s random peer: expected depth 5
+>>> (r.k1, r.k2, r.pi, r.n, r.preset)
+(5, 20, 0.8, 5, 'random_depth')
+>>> r.label
+'Random depth (E[depth]=5, pi=0.8, K=20)'
 
-Adding a style: write a constructor returning a ``TBPTT`` or ``RandomTruncation`` and add one
-line to ``PRESETS``; the parametrized tests pick it up.
+Adding a style: write a constructor returning one of the style classes and add one line to
+``PRESETS``; the parametrized tests pick it up.
 """
 
 from __future__ import annotations
@@ -32,16 +37,21 @@ from typing import Union
 from .errors import BenchError, check_int
 
 __all__ = [
+    "ARTBP",
     "PRESETS",
     "TBPTT",
+    "AdaptiveTBPTT",
     "RandomTruncation",
     "Style",
     "StyleError",
+    "adaptive",
+    "artbp",
     "full",
     "one_step",
     "overlapping",
     "parse_style",
     "random",
+    "random_depth",
     "tf_style",
     "williams_peng",
 ]
@@ -118,6 +128,11 @@ class TBPTT:
             d.extend(max(s - start, 0) for s in range(prev + 1, t + 1))
         return d
 
+    def objective_steps(self, prev: int, t: int) -> int:
+        """Steps the update at t divides its loss sum by (with the batch and outputs): t - prev,
+        the mean of its own losses (SPEC rule 2)."""
+        return t - prev
+
     # -- names --------------------------------------------------------------------------
     @property
     def preset(self) -> str:
@@ -184,6 +199,10 @@ class RandomTruncation:
 
     P(xi_j = 0) = 1 - pi, P(xi_j = 1/pi) = pi, drawn fresh for every update, independently per
     edge, shared by the batch unless ``per_stream``. Unbiased: E[gradient] = TBPTT(k1, k2)'s.
+
+    pi is the probability of *keeping* an edge, so a loss's realised depth D (1 + the run of
+    kept edges behind it) is geometric, P(D >= d) = pi^(d-1), with mean 1/(1 - pi) before the
+    window's cap: pi = 0.8 means an expected depth of 5, not 1/pi = 1.25.
     """
 
     pi: float
@@ -242,22 +261,52 @@ class RandomTruncation:
                 d.append(depth)
         return d
 
+    def objective_steps(self, prev: int, t: int) -> int:
+        """Steps the update at t divides its loss sum by (with the batch and outputs): t - prev,
+        the mean of its own losses (SPEC rule 2)."""
+        return t - prev
+
+    @property
+    def expected_depth(self) -> float:
+        """Mean realised depth 1/(1 - pi) of a loss before the window cap (inf for pi = 1)."""
+        return math.inf if self.pi == 1.0 else 1.0 / (1.0 - self.pi)
+
     @property
     def preset(self) -> str:
+        """ "random_depth" for the n-block peer of TF-style(n) (k1 = n, pi = 1 - 1/n, k2 a
+        multiple of n); "random" for the notes' full-BPTT form and any other (pi, k1, k2)."""
+        k1, k2 = self.k1, self.k2
+        if (
+            k1 is not None
+            and k1 >= 2
+            and k2 is not None
+            and k2 % k1 == 0
+            and not self.per_stream
+            and math.isclose(self.pi, 1.0 - 1.0 / k1, rel_tol=0.0, abs_tol=1e-12)
+        ):
+            return "random_depth"
         return "random"
 
     @property
     def n(self) -> int | None:
-        """Expected reach of a gradient path: 1/pi edges (groups the row in r2rt tables)."""
-        return max(1, round(1.0 / self.pi))
+        """The r2rt block: n for random_depth(n) (updates every n steps, expected depth n, like
+        TF-style(n)); None for every other form, which is not an n-block peer (filed apart)."""
+        return self.k1 if self.preset == "random_depth" else None
 
     @property
     def label(self) -> str:
-        base = "" if self.base.preset == "full" else f" on {self.base.label}"
-        return f"Random truncation (pi={self.pi:g}){base}"
+        if self.preset == "random_depth":
+            return f"Random depth (E[depth]={self.k1}, pi={self.pi:g}, K={self.k2})"
+        depth = "∞" if self.pi == 1.0 else f"{self.expected_depth:.3g}"
+        if self.k1 is None and self.k2 is None:
+            return f"Random truncation (full-BPTT form; pi={self.pi:g}, E[depth]={depth})"
+        return f"Random truncation (pi={self.pi:g}, E[depth]={depth}) on {self.base.label}"
 
     @property
     def spec(self) -> str:
+        if self.preset == "random_depth":
+            cap = self.k2 // self.k1
+            return f"random_depth({self.k1})" if cap == DEFAULT_CAP else f"random_depth({self.k1}, {cap})"
         if self.k1 is None and self.k2 is None and not self.per_stream:
             return f"random({self.pi!r})"
         return f"random_tbptt({self.pi!r}, {self.k1}, {self.k2}, {self.per_stream})"
@@ -265,7 +314,7 @@ class RandomTruncation:
     def to_dict(self) -> dict:
         return {
             "kind": "random",
-            "preset": "random",
+            "preset": self.preset,
             "k1": self.k1,
             "k2": self.k2,
             "pi": self.pi,
@@ -276,7 +325,200 @@ class RandomTruncation:
         }
 
 
-Style = Union[TBPTT, RandomTruncation]
+@dataclass(frozen=True)
+class ARTBP:
+    """Anticipated Reweighted Truncated Backpropagation (Tallec & Ollivier 2017), as decided in
+    docs/artbp.md: unbiased for the untruncated (full-BPTT) gradient of the stream.
+
+    After every step j < T a truncation point is drawn with probability c = 1/n, independently.
+    At a truncation point (and at T) the parameters are updated with the gradient of the mean
+    loss of the segment since the previous point, backpropagated through the whole segment and
+    no further; every recurrent edge the backward pass crosses inside the segment is multiplied
+    by the compensation factor 1/(1 - c). A contribution of loss s to the Jacobian path back to
+    step s - d + 1 crosses d - 1 edges, survives with probability (1 - c)^(d-1) and is scaled by
+    (1 - c)^-(d-1): its expectation is the full-BPTT term (with parameters held fixed). Segment
+    lengths are geometric with mean n, so updates come every n steps on average, like TF-style(n).
+
+    The realised truncation points are drawn by the engine from the run's generator;
+    ``update_times`` gives the n-grid of TF-style(n) (the same expected number of updates) for
+    budgets and pictures, ``sample_update_times`` one draw.
+    """
+
+    n: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 2:
+            raise StyleError(
+                f"n={self.n!r} is not allowed: ARTBP's expected truncation length n must be an integer >= 2"
+            )
+
+    k1 = None  # no fixed block: truncation points are random
+    k2 = None
+    per_stream = False
+
+    @property
+    def c(self) -> float:
+        """Probability that a step is a truncation point."""
+        return 1.0 / self.n
+
+    @property
+    def pi(self) -> float:
+        """Probability that an edge survives (1 - c); a crossed edge is scaled by 1/pi."""
+        return 1.0 - 1.0 / self.n
+
+    def resolve(self, T: int) -> tuple[int, int]:
+        return TBPTT().resolve(T)
+
+    def update_times(self, T: int) -> list[int]:
+        return TBPTT(self.n, self.n).update_times(T)
+
+    def window_start(self, t: int, T: int) -> int:
+        return TBPTT(self.n, self.n).window_start(t, T)
+
+    def updates(self, T: int) -> list[tuple[int, int, int]]:
+        return TBPTT(self.n, self.n).updates(T)
+
+    def depths(self, T: int) -> list[int]:
+        return TBPTT(self.n, self.n).depths(T)
+
+    def sample_update_times(self, T: int, rng: _random.Random) -> list[int]:
+        """One draw of the truncation points (update times), T included."""
+        self.resolve(T)
+        return [j for j in range(1, T) if rng.random() < self.c] + [T]
+
+    def sample_depths(self, T: int, rng: _random.Random) -> list[int]:
+        """One draw of the realised depths: a loss reaches back to its segment's start."""
+        d, prev = [], 0
+        for t in self.sample_update_times(T, rng):
+            d.extend(s - prev for s in range(prev + 1, t + 1))
+            prev = t
+        return d
+
+    def objective_steps(self, prev: int, t: int) -> int:
+        """n, not the realised segment length t - prev: every loss then carries the same weight
+        1/(n B Q) whatever segment it falls in, so the sum of a stream's updates is unbiased for
+        T/n times the full-BPTT gradient of the mean loss (a realised-length mean would weight
+        the losses of short segments more, a bias of its own)."""
+        return self.n
+
+    @property
+    def preset(self) -> str:
+        return "artbp"
+
+    @property
+    def label(self) -> str:
+        return f"ARTBP n={self.n} (c={self.c:.3g})"
+
+    @property
+    def spec(self) -> str:
+        return f"artbp({self.n})"
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": "artbp",
+            "preset": "artbp",
+            "k1": None,
+            "k2": None,
+            "pi": self.pi,
+            "per_stream": False,
+            "label": self.label,
+            "n": self.n,
+            "spec": self.spec,
+        }
+
+
+@dataclass(frozen=True)
+class AdaptiveTBPTT:
+    """Adaptive truncation (Aicher, Foti & Fox 2019), as decided in docs/adaptive.md.
+
+    Every ``period`` steps the engine measures, at the current parameters and on the next
+    ``k_max`` steps of the stream from the carried state, the decay of ||dl_s/dh_{s-k}|| with k,
+    fits a geometric tail beta^k beyond lag ``tau``, and picks the smallest K whose estimated
+    relative gradient bias is below ``delta`` (K = k_max when none is). The period then trains
+    as TBPTT(K, 2K - 1): updates every K steps, every loss reaching back at least K steps.
+    """
+
+    delta: float
+    k_max: int = 64
+    period: int = 1024
+    tau: int = 4
+
+    def __post_init__(self) -> None:
+        d = self.delta
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or math.isnan(d) or not 0.0 < d < 1.0:
+            raise StyleError(
+                f"delta={d!r} is not allowed: the target relative bias must be a number in (0, 1)"
+            )
+        for name, lo in (("k_max", 2), ("period", 1), ("tau", 1)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise StyleError(f"{name}={v!r} is not allowed: {name} must be an integer >= {lo}")
+        if self.tau >= self.k_max:
+            raise StyleError(f"tau={self.tau} is not allowed: the decay fit needs tau < k_max={self.k_max}")
+
+    k1 = None  # K changes during training
+    k2 = None
+    per_stream = False
+    pi = None
+
+    def for_k(self, K: int) -> TBPTT:
+        """The deterministic style one period trains with."""
+        return TBPTT(K, 2 * K - 1)
+
+    def resolve(self, T: int) -> tuple[int, int]:
+        return TBPTT().resolve(T)
+
+    def update_times(self, T: int) -> list[int]:
+        """The schedule at K = k_max (the fewest updates); the realised K is chosen in training."""
+        return self.for_k(self.k_max).update_times(T)
+
+    def window_start(self, t: int, T: int) -> int:
+        return self.for_k(self.k_max).window_start(t, T)
+
+    def updates(self, T: int) -> list[tuple[int, int, int]]:
+        return self.for_k(self.k_max).updates(T)
+
+    def depths(self, T: int) -> list[int]:
+        return self.for_k(self.k_max).depths(T)
+
+    def objective_steps(self, prev: int, t: int) -> int:
+        """Steps the update at t divides its loss sum by (with the batch and outputs): t - prev,
+        the mean of its own losses (SPEC rule 2)."""
+        return t - prev
+
+    @property
+    def preset(self) -> str:
+        return "adaptive"
+
+    @property
+    def n(self) -> None:
+        return None  # K is chosen by the run: not an n-block peer
+
+    @property
+    def label(self) -> str:
+        return f"Adaptive TBPTT (delta={self.delta:g}, K<={self.k_max})"
+
+    @property
+    def spec(self) -> str:
+        if (self.k_max, self.period, self.tau) == (64, 1024, 4):
+            return f"adaptive({self.delta!r})"
+        return f"adaptive({self.delta!r}, {self.k_max}, {self.period}, {self.tau})"
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": "adaptive",
+            "preset": "adaptive",
+            "k1": None,
+            "k2": None,
+            "pi": None,
+            "per_stream": False,
+            "label": self.label,
+            "n": None,
+            "spec": self.spec,
+        }
+
+
+Style = Union[TBPTT, RandomTruncation, ARTBP, AdaptiveTBPTT]
 
 
 # -- presets by name (docs/semantics.md's table) ------------------------------------------------------
@@ -313,8 +555,41 @@ def tf_style(k: int) -> TBPTT:
 
 
 def random(pi: float) -> RandomTruncation:
-    """Random truncation (Tallec & Ollivier; d2l) on full BPTT."""
+    """Random truncation (Tallec & Ollivier; d2l) on full BPTT: the notes' form, one update per
+    sequence, expected depth 1/(1 - pi). Not a peer of the n-blocks (use ``random_depth``)."""
     return RandomTruncation(pi)
+
+
+#: random_depth's window cap in units of n. With keep probability pi = 1 - 1/n, the chance that
+#: a loss's realised depth reaches the cap K = cap*n is pi^(K-1) ~ e^-cap: for cap = 4 about 2%
+#: (n = 5: 0.8^19 = 1.4%), so the cap is the row's only bias and a small one, while the memory
+#: a window may pin stays bounded by K steps (4x TF-style(n)'s) even on an unlucky draw.
+DEFAULT_CAP = 4
+
+
+def random_depth(n: int, cap: int = DEFAULT_CAP) -> RandomTruncation:
+    """TF-style(n)'s random peer: updates every n steps (k1 = n), each recurrent edge kept with
+    pi = 1 - 1/n and scaled by 1/pi (realised depth geometric with mean n), window capped at
+    K = cap*n (k2 = K). Unbiased for TBPTT(n, cap*n); the cap is its only bias."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise StyleError(
+            f"n={n!r} is not allowed: random_depth needs an integer n >= 2 (n = 1 would cut every edge)"
+        )
+    if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+        raise StyleError(
+            f"cap={cap!r} is not allowed: the window cap (in units of n) must be an integer >= 1"
+        )
+    return RandomTruncation(1.0 - 1.0 / n, n, cap * n)
+
+
+def artbp(n: int) -> ARTBP:
+    """ARTBP with expected truncation length n (cut probability c = 1/n per step)."""
+    return ARTBP(n)
+
+
+def adaptive(delta: float, k_max: int = 64, period: int = 1024, tau: int = 4) -> AdaptiveTBPTT:
+    """Adaptive TBPTT: K re-estimated every ``period`` steps for relative bias ``delta``."""
+    return AdaptiveTBPTT(delta, k_max, period, tau)
 
 
 def tbptt(k1: int | None, k2: int | None) -> TBPTT:
@@ -333,6 +608,9 @@ PRESETS: dict[str, Callable[..., Style]] = {
     "one_step": one_step,
     "overlapping": overlapping,
     "tf_style": tf_style,
+    "random_depth": random_depth,
+    "artbp": artbp,
+    "adaptive": adaptive,
     "random": random,
     "tbptt": tbptt,
     "random_tbptt": random_tbptt,
@@ -378,8 +656,10 @@ def parse_style(text: str) -> Style:
         style = make(*values)
     except TypeError as e:
         raise StyleError(f"style {text!r} is not allowed: {e}") from None
-    if not isinstance(style, (TBPTT, RandomTruncation)):
-        raise StyleError(f"style {text!r} is not allowed: {name} must return a TBPTT or RandomTruncation")
+    if not isinstance(style, (TBPTT, RandomTruncation, ARTBP, AdaptiveTBPTT)):
+        raise StyleError(
+            f"style {text!r} is not allowed: {name} must return a TBPTT, RandomTruncation, ARTBP or AdaptiveTBPTT"
+        )
     return style
 
 

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from ..models import RecurrentModel, State
-from ..styles import TBPTT, RandomTruncation
+from ..styles import ARTBP, TBPTT, AdaptiveTBPTT, RandomTruncation
 from .losses import LOSSES
 from .paths.base import GRAPH_FORWARDS
 from .records import EngineError
@@ -161,9 +161,9 @@ def check_optimizer(model: RecurrentModel, optimizer) -> None:
 
 def check_options(style, clip, generator, path, cuda_graphs, graph_forward, measure_memory, callback) -> None:
     """The style and the keyword options of ``train_stream``."""
-    if not isinstance(style, (TBPTT, RandomTruncation)):
+    if not isinstance(style, (TBPTT, RandomTruncation, ARTBP, AdaptiveTBPTT)):
         raise EngineError(
-            f"style={style!r} is not allowed: use a TBPTT or RandomTruncation from tbptt_bench.styles"
+            f"style={style!r} is not allowed: use a TBPTT, RandomTruncation, ARTBP or AdaptiveTBPTT from tbptt_bench.styles"
         )
     if clip is not None and (
         isinstance(clip, bool) or not isinstance(clip, (int, float)) or not math.isfinite(clip) or clip <= 0

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ..models import RecurrentModel, State, map_state
-from ..styles import Style
+from ..styles import AdaptiveTBPTT, Style
 from .checks import check_chunk, check_optimizer, check_options, check_stream
 from .chunking import needs_stored_history, plan_chunks
 from .losses import LOSSES
@@ -38,6 +38,7 @@ from .paths.selection import (
     select_path,
 )
 from .records import EngineError, TrainResult, UpdateRecord
+from .xi import realise
 
 __all__ = [
     "LOSSES",
@@ -85,9 +86,31 @@ def train_stream(
     check_options(style, clip, generator, path, cuda_graphs, graph_forward, measure_memory, callback)
     check_stream(model, x, y, loss, h0)
     check_optimizer(model, optimizer)
+    if isinstance(style, AdaptiveTBPTT):  # K chosen per period, each period a TBPTT(K, 2K-1) run
+        from .adaptive import train_adaptive
+
+        return train_adaptive(
+            train_stream,
+            model,
+            x,
+            y,
+            style,
+            optimizer,
+            loss,
+            clip,
+            generator,
+            h0,
+            callback,
+            measure_memory,
+            path,
+        )
     T, B = x.shape[0], x.shape[1]
     k1, k2 = style.resolve(T)
-    stored_history = needs_stored_history(plan_chunks(style, T, cut_random_edges=False))
+    # Chance is drawn before the first forward step, so the planner cuts the graph where xi = 0
+    # (memory and backprop steps are the draw's) and the paths read the same draws (xi.DrawnXi).
+    draws = realise(style, T, B, generator)
+    schedule = draws.updates if draws is not None else style.updates(T)
+    stored_history = needs_stored_history(plan_chunks(style, T, cut_random_edges=False, draws=draws))
     situation = Situation(model, style, x.device, k2, B, stored_history, optimizer, cuda_graphs)
     row = select_path(situation, path)
     inputs = PathInputs(
@@ -98,11 +121,13 @@ def train_stream(
         optimizer=optimizer,
         loss=loss,
         clip=clip,
-        generator=generator,
+        generator=draws if draws is not None else generator,
         h0=model.init_state(B) if h0 is None else map_state(lambda t: t.detach(), h0),
         k1=k1,
         k2=k2,
-        updates=tuple((prev, u) for prev, u, _ in style.updates(T)),
+        updates=tuple((prev, u) for prev, u, _ in schedule),
+        starts={u: start for _, u, start in schedule},
+        draws=draws,
         stored_history=stored_history,
         measure_memory=measure_memory,
         capture=row.name == "cuda-graph-elman",

@@ -16,6 +16,8 @@ writes, under ``out_dir`` (default: the results folder):
     figures/<device>/<sweep>/<task>/loss_vs_n|curves|quality_vs_cost.png
     figures/truncation_patterns.png|svg, figures/gradient_norms.png|svg
     compare/                                     when the records hold two or more devices
+    tables/<device>/gradients/gradients.md, figures/<device>/gradients/<task>_bias|_depth.png
+                                                 the gradient-quality study (report/gradients.py)
     tables/index.md                              every file above, plus the skipped run folders
 
 The page is assembled from lists, so other parts of the report hook in by appending:
@@ -465,10 +467,42 @@ def _cross_sweep_tables(ctx: PageContext) -> list[str]:
     return md + [""]
 
 
+def _gradient_section(ctx: PageContext) -> list[str]:
+    """The gradient-quality study (report/gradients.py): per device that has one, its tables and two
+    figures per task, drawn from the study's records alone."""
+    from . import gradients as G
+
+    md: list[str] = []
+    for device, path in G.find_studies(ctx.results):
+        try:
+            data = G.load_study(path)
+        except (ValueError, OSError) as e:
+            log.warning("skipped gradient study %s: %s", _rel(path, ctx.results), e)
+            continue
+        base = Path(device) / "gradients"
+        table = ctx.out / "tables" / base / "gradients.md"
+        write_text_if_changed(table, G.gradients_markdown(data))
+        ctx.written.append(table)
+        md += [f"## Gradient quality — `{device}`", "", f"Tables: [gradients.md]({ctx.link(table)})", ""]
+        if ctx.figures:
+            from . import figures as F
+
+            for t in data["meta"]["tasks"]:
+                for stem, make, caption in (
+                    (f"{t['task']}_bias", G.bias_figure, "relative bias and spread vs n"),
+                    (f"{t['task']}_depth", G.depth_figure, "gradient contribution vs depth"),
+                ):
+                    paths = F.save(make(data, t["task"]), ctx.out / "figures" / base / stem)
+                    ctx.written.extend(paths)
+                    md += [f"![{t['task']}: {caption}]({ctx.link(paths[0])})", ""]
+    return md
+
+
 #: Whole-page sections after the per-task ones: callable(PageContext) -> Markdown lines. A section
 #: that writes files appends them to ``ctx.written`` (so the manifest keeps them).
 REPORT_SECTIONS: list[Callable[[PageContext], list[str]]] = [
     _cross_sweep_tables,
+    _gradient_section,
     _hardware_section,
     _benchmark_section,
     _explainer_figures,

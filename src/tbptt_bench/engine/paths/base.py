@@ -12,15 +12,15 @@ CUDA graph can replay it, clipping and stepping inside that function.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
 from ...models import RecurrentModel, State
-from ...styles import RandomTruncation, Style
+from ...styles import ARTBP, RandomTruncation, Style
 from ..losses import per_step_elements
 from ..records import TrainResult, UpdateRecord
 
@@ -41,12 +41,16 @@ class PathInputs:
     optimizer: torch.optim.Optimizer  #: covers exactly the model's parameters
     loss: str  #: a key of ``losses.LOSSES``
     clip: float | None  #: global-norm threshold, or None
-    generator: torch.Generator | None  #: drives random truncation's draws
+    #: drives random truncation's draws; the realised ``xi.DrawnXi`` once the engine drew them
+    generator: Any
     h0: State  #: the initial state, detached
     k1: int  #: the style's k1 and k2 resolved against T (None -> T)
     k2: int
     updates: tuple[tuple[int, int], ...]  #: (previous update, update time) per update, in order
     stored_history: bool  #: some window reaches into an earlier segment (k2 > k1 somewhere)
+    #: update time -> the step its window starts after (max(u - k2, 0); ARTBP: its segment start)
+    starts: Mapping[int, int] = field(default_factory=dict)
+    draws: Any = None  #: ``xi.DrawnXi`` of a random style, drawn before training; None otherwise
     measure_memory: bool = False  #: count the peak bytes held for backward
     capture: bool = False  #: replay updates as a CUDA graph (path cuda-graph-elman)
     graph_forward: str = "fused"  #: forward inside the graph, one of GRAPH_FORWARDS
@@ -54,7 +58,12 @@ class PathInputs:
 
     def __post_init__(self) -> None:
         per_step = per_step_elements(self.loss, self.batch, self.model.output_size)
-        object.__setattr__(self, "denoms", {u: per_step * (u - prev) for prev, u in self.updates})
+        # loss terms each update averages: the steps since the last update (ARTBP: a fixed n,
+        # so every loss keeps the same weight whatever its segment's length; docs/artbp.md)
+        steps = self.style.objective_steps
+        object.__setattr__(self, "denoms", {u: per_step * steps(prev, u) for prev, u in self.updates})
+        if not self.starts:
+            object.__setattr__(self, "starts", {u: max(u - self.k2, 0) for _, u in self.updates})
 
     @property
     def batch(self) -> int:
@@ -63,7 +72,7 @@ class PathInputs:
     @property
     def pi(self) -> float | None:
         """Random truncation's keep probability; None for deterministic TBPTT."""
-        return self.style.pi if isinstance(self.style, RandomTruncation) else None
+        return self.style.pi if isinstance(self.style, (RandomTruncation, ARTBP)) else None
 
     @property
     def per_stream(self) -> bool:

@@ -56,7 +56,9 @@ class ChunkedPath:
         """Every update in order (see ``Path``). The records are read from the device once at the
         end, unless a callback needs each as it happens (one sync per update then)."""
         inp = self.inputs
-        plans = plan_chunks(inp.style, inp.x.shape[0], cut_random_edges=self.cut_random_edges)
+        plans = plan_chunks(
+            inp.style, inp.x.shape[0], cut_random_edges=self.cut_random_edges, draws=inp.draws
+        )
         live = inp.model.params()
         names = list(live)
         h = inp.h0
@@ -79,7 +81,7 @@ class ChunkedPath:
                 if plan.b != plan.update:
                     continue
                 # 3. Update time: backpropagate the window, clip, step; free what no later window needs.
-                u, prev, start = plan.update, plan.prev_update, max(plan.update - inp.k2, 0)
+                u, prev, start = plan.update, plan.prev_update, inp.starts[plan.update]
                 grads, objective, bwd = self.backward(u, start, prev, names)
                 row = _apply(live, names, grads, objective, inp.clip, inp.optimizer)
                 pending.append((u, forward_steps(prev, u, inp.batch), bwd, row))

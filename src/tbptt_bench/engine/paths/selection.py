@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ...models import ElmanRNN, RecurrentModel
-from ...styles import TBPTT, RandomTruncation, Style
+from ...styles import ARTBP, TBPTT, RandomTruncation, Style
 from ..records import EngineError
 from .autograd import AutogradPath
 from .base import Path
@@ -61,7 +61,7 @@ class Situation:
     @property
     def needs_manual(self) -> bool:
         """Autograd would need one backward call per chunk (stored history, random truncation)."""
-        return self.stored_history or isinstance(self.style, RandomTruncation)
+        return self.stored_history or isinstance(self.style, (RandomTruncation, ARTBP))
 
 
 @dataclass(frozen=True)
