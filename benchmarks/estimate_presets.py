@@ -9,8 +9,8 @@ uses) with one epoch of ``--sample-steps`` steps per row (the preset's batch; th
 validation stream; one evaluation). From it:
 
     train   = train_wall_s / sample steps  x  epochs x row_len        (cost per stream step)
-    eval    = eval_wall_s (one evaluation) x  number of evaluations   (the harness's schedule:
-              one every eval_every_updates updates plus the last, or --evals N)
+    eval    = eval_wall_s per evaluation  x  number of evaluations   (the spec's eval_points on the
+              validation stream plus one on the test stream, or --evals N)
     streams = seconds to draw one full training stream x epochs
     fixed   = the sample run's wall time outside training and evaluation (model, probes)
 
@@ -40,22 +40,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _sample_budget(budget, steps: int):
+    from tbptt_bench.runs.spec import MIN_EVAL_POINTS
+
     return dataclasses.replace(
         budget,
         epochs=1,
         row_len=min(budget.row_len, steps),
-        eval_every_updates=10**9,  # one evaluation (the last) in the sample
+        eval_points=MIN_EVAL_POINTS,  # the fewest the schedule allows; the cost of one is measured
         warmup_updates=0,
     )
 
 
 def _n_evals(config, style, override: int | None) -> int:
+    """Evaluations of a run: every point of the validation schedule, then the test stream once."""
     if override is not None:
         return override
-    b = config.budget
-    planned = b.epochs * len(style.update_times(b.row_len))
-    evals = planned // b.eval_every_updates
-    return evals + (0 if evals and planned % b.eval_every_updates == 0 else 1)
+    return config.budget.eval_points + 1
 
 
 def estimate_spec(spec, preset: str, sample_steps: int, evals: int | None, log=print) -> list[dict]:
@@ -95,7 +95,7 @@ def estimate_spec(spec, preset: str, sample_steps: int, evals: int | None, log=p
         steps = sample.budget.row_len
         n_eval = _n_evals(c, style, evals)
         train = s["train_wall_s"] * share / steps * c.budget.row_len * c.budget.epochs
-        ev = s["eval_wall_s"] * share * n_eval
+        ev = s["eval_wall_s"] * share / (sample.budget.eval_points + 1) * n_eval
         fixed = max(wall - s["train_wall_s"] - s["eval_wall_s"], 0.0) * share
         row = {
             "task": spec.task,

@@ -67,10 +67,17 @@ def test_every_task_has_one_valid_spec():
 
 
 def _r2rt_rows(n: int) -> set[str]:
-    """r2rt table rows at truncation length n: the five presets and random truncation."""
+    """r2rt table rows at truncation length n: the five presets and their random peers (random
+    truncation at expected depth n, ARTBP at expected segment n; issue #13)."""
     return {
         parse_style(s).spec
-        for s in (f"tf_style({n})", f"williams_peng({n})", f"one_step({n})", f"random({1 / n})")
+        for s in (
+            f"tf_style({n})",
+            f"williams_peng({n})",
+            f"one_step({n})",
+            f"random_depth({n})",
+            f"artbp({n})",
+        )
     }
 
 
@@ -104,8 +111,10 @@ def test_echo_spec_mirrors_r2rt():
         "williams_peng(5)",
         "williams_peng(10)",
         "full()",
-        "random(0.2)",
-        "random(0.1)",
+        "random_depth(5)",
+        "random_depth(10)",
+        "artbp(5)",
+        "artbp(10)",
     } <= styles
     assert dict(spec.task_params) == {"lags": (3, 8), "effects": (0.5, -0.25), "base": 0.5}
 

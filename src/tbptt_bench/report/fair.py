@@ -1,6 +1,6 @@
 """Fair comparisons (issue #12): one table per budget axis, per task and device, across sweeps.
 
-SPEC.md's rule, as docs/semantics.md states it: styles are compared only on a stated budget axis.
+The rule of docs/semantics.md: styles are compared only on a stated budget axis.
 Four comparisons, each its own section of ``fair.md`` (and rows of ``fair.csv``):
 
 1. **Equal data**: the data-budget sweep (``budget.mode = "data"``; the fullest of full/quick/smoke):

@@ -123,6 +123,7 @@ FAMILY_COLORS = {
     "overlapping": "#009e73",
     "one_step": "#cc79a7",
     "random": "#e69f00",
+    "random_depth": "#f0c000",
     "tbptt": "#56b4e9",
     "artbp": "#8c564b",
     "adaptive": "#7f7f00",
@@ -133,7 +134,10 @@ FAMILY_NAMES = {
     "williams_peng": "Williams–Peng (1, n)",
     "overlapping": "overlapping (k1 < n, n)",
     "one_step": "one-step (n, 1)",
-    "random": "random truncation (n = 1/pi)",
+    "random": "random truncation, full-BPTT form (n = 1/pi)",
+    "random_depth": "random depth (E[depth] = n, cap 4n)",
+    "artbp": "ARTBP (E[segment] = n)",
+    "adaptive": "adaptive TBPTT",
     "tbptt": "TBPTT (k1, n)",
 }
 OTHER_COLORS = ("#6a3d9a", "#b15928", "#1f78b4", "#33a02c")

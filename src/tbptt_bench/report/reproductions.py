@@ -15,7 +15,7 @@ Conventions every rule shares:
 * A value *reaches* a reference line L when it is at most L + tol, with
   tol = 5 % of the gap between the task's no-memory and optimal lines (the report's summary
   uses the same tolerance); it *stays at* a line when it is at least L - tol.
-* Depth: a loss of TBPTT(k1, k2) is backpropagated k2 - k1 + 1 .. k2 steps (SPEC.md;
+* Depth: a loss of TBPTT(k1, k2) is backpropagated k2 - k1 + 1 .. k2 steps (docs/semantics.md;
   docs/semantics.md); a dependency d steps back needs depth d + 1.
 
 The page is built for each (device, sweep) present, the full sweep first.
@@ -421,7 +421,7 @@ CLAIMS: tuple[Claim, ...] = (
     Claim(
         "one_step",
         "TBPTT(k1, 1) lacks temporal context: one-step truncation cannot learn dependencies on the past",
-        "RNN notes (SPEC.md's table: depth 1 for the last step, 0 for the rest)",
+        "RNN notes (docs/semantics.md's table: depth 1 for the last step, 0 for the rest)",
         "one_step(n) stays at (or above) the no-memory line on echo, copy, adding",
         "every one-step style's best final val loss >= no-memory − tol: reproduced; some: partly; none: not",
         judge_one_step,

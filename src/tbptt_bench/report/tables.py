@@ -66,11 +66,14 @@ STYLE_ORDER = {
     "williams_peng": 1,
     "overlapping": 2,
     "one_step": 3,
-    "random": 4,
-    "tbptt": 5,
-    "full": 6,
+    "random_depth": 4,
+    "artbp": 5,
+    "adaptive": 6,
+    "random": 7,
+    "tbptt": 8,
+    "full": 9,
 }
-#: A run with fewer updates than this has not trained (SPEC.md "Fair comparison"): it is marked,
+#: A run with fewer updates than this has not trained (docs/semantics.md, "Fair comparison"): it is marked,
 #: never bold, never a reference. 100 is far below any task's quick preset for truncated styles
 #: and above what full BPTT gets on a few long rows (r2rt's setting gives it 5).
 STARVED_UPDATES = 100
