@@ -840,9 +840,10 @@ def _paired_sentence(cells: Sequence[Cell], n: int) -> list[str]:
         if r is ref or not r.delta:
             continue
         text, _, ci = delta_text(r.delta, False)
-        verdict = (
-            "1 seed" if ci is None else "better" if ci[1] < 0 else "worse" if ci[0] > 0 else "not separated"
-        )
+        if ci is None:  # the text already says "(1 seed)": no interval, no verdict
+            parts.append(f"{r.cell.style_label} {text}")
+            continue
+        verdict = "better" if ci[1] < 0 else "worse" if ci[0] > 0 else "not separated"
         parts.append(f"{r.cell.style_label} {text} ({verdict})")
     if ref is None or not parts:
         return []
