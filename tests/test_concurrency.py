@@ -32,8 +32,8 @@ LINE = re.compile(r"^\[\d+/\d+\] (ok|diverged|failed|skipped)\s+(\S+)")
 # Imports everything first, then waits for the go file, so both sweeps plan at the same moment.
 STARTER = """
 import os, sys, time
-from tbptt_bench import cli, sweep  # noqa: F401 - the slow imports happen before the start line
-from tbptt_bench.runs import harness
+from tbptt_bench import cli  # noqa: F401 - the slow imports happen before the start line
+from tbptt_bench.runs import harness, sweep  # noqa: F401
 go = sys.argv[1]
 while not os.path.exists(go):
     time.sleep(0.005)

@@ -53,7 +53,7 @@ def first(tmp_path_factory) -> dict[str, dict]:
     got = records(root)
     assert sorted(got) == sorted(r.config.run_id for r in runs)
     styles = {rec["config"]["style"]["spec"] for rec in got.values()}
-    assert {"random(0.2)", "williams_peng(5)", "full()"} <= styles
+    assert {"random_depth(5)", "williams_peng(5)", "full()"} <= styles
     return got
 
 

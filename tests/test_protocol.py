@@ -170,6 +170,20 @@ def test_the_schedule_is_the_same_for_every_style_starts_at_0_and_has_at_least_1
                 assert plan.schedule[0] == 0 and len(plan.schedule) >= 10, (spec.name, preset)
 
 
+@pytest.mark.parametrize("style", ["artbp(4)", "adaptive(0.1)", "random_depth(4)"])
+def test_styles_with_random_update_times_run_on_the_same_schedule(style):
+    """ARTBP and adaptive TBPTT choose their update times while training: the run still trains
+    (no plan check), and every schedule point is evaluated once, at the same timesteps as any style."""
+    b = Budget(epochs=2, **TINY)
+    rec = harness.run_record(cfg(style, b), "cpu")
+    assert rec.summary["status"] == "ok", rec.summary["error"]
+    val = [r["timesteps"] for r in rec.curve if r["split"] == "val"]
+    assert val == [round(40 * i / 9) for i in range(10)]
+    train = [r for r in rec.curve if r["split"] == "train"]
+    assert rec.summary["updates"] == len(train) > 0 and train[-1]["timesteps"] == 40
+    assert rec.summary["backprop_steps"] == train[-1]["backprop_steps"] > 0
+
+
 @pytest.mark.parametrize(
     "kw, message",
     [

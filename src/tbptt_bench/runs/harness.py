@@ -469,6 +469,13 @@ def _evaluate_until(run: _Run, loop: _Loop, limit: float) -> None:
         raise _Diverged(loop.updates)
 
 
+def _random_schedule(style: Style) -> bool:
+    """Styles whose update times are drawn or chosen during training (not known to the plan)."""
+    from ..styles import ARTBP, AdaptiveTBPTT
+
+    return isinstance(style, (ARTBP, AdaptiveTBPTT))
+
+
 def _on_update(run: _Run, loop: _Loop, seg: Segment, rec: Any, progress: Progress | None) -> None:
     """The engine's callback after every update (raising stops the run)."""
     loop.train_s += _clock(run.device) - loop.stretch_start  # stop the training clock first
@@ -480,6 +487,20 @@ def _on_update(run: _Run, loop: _Loop, seg: Segment, rec: Any, progress: Progres
     loop.curve.append(_row(loop, "train", loop.timesteps, rec.loss))
     positions = run.plan.update_positions
     here = loop.timesteps if run.plan.axis == "timesteps" else loop.updates
+    if _random_schedule(run.style):
+        # ARTBP and adaptive TBPTT draw or choose their update times while training, so no plan
+        # knows them: each schedule point up to here is evaluated now, with the parameters after
+        # the first update at or after it (at most one segment later than the rule for fixed
+        # schedules; docs/semantics.md, "Fair comparison").
+        if not math.isfinite(rec.loss):
+            raise _Diverged(loop.updates)
+        if loop.updates == run.config.budget.warmup_updates:
+            loop.warm = (loop.train_s, loop.timesteps)
+        _evaluate_until(run, loop, here + 1)
+        if progress is not None:
+            progress(min(loop.updates, len(positions)), len(positions))
+        loop.stretch_start = _clock(run.device)
+        return
     if loop.updates > len(positions) or positions[loop.updates - 1] != here:  # the plan is the truth
         raise RuntimeError(f"update {loop.updates} at {here} is not in the run's plan")
     if not math.isfinite(rec.loss):
@@ -497,7 +518,8 @@ def _train(run: _Run, loop: _Loop, progress: Progress | None) -> None:
     """Train segment by segment, each from a fresh state, evaluating on the schedule."""
     from ..engine.train import train_stream
 
-    _evaluate_until(run, loop, run.plan.update_positions[0])  # the untrained model, at point 0
+    first = 1 if _random_schedule(run.style) else run.plan.update_positions[0]
+    _evaluate_until(run, loop, first)  # the untrained model, at point 0
     for seg in run.plan.segments:
         x, y = run.segment_stream(seg)
         loop.stretch_start = _clock(run.device)
@@ -515,6 +537,8 @@ def _train(run: _Run, loop: _Loop, progress: Progress | None) -> None:
         )
         loop.train_s += _clock(run.device) - loop.stretch_start
         loop.path = result.path
+    if _random_schedule(run.style):  # fewer updates than planned leave the last points: the end
+        _evaluate_until(run, loop, math.inf)
 
 
 # -- 3. one run, start to end -----------------------------------------------------------------
