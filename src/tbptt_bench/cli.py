@@ -27,7 +27,7 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .errors import BenchError
@@ -82,13 +82,21 @@ def _positive_int(text: str) -> int:
 MAX_WORKERS = 1024
 
 
-def _worker_count(text: str) -> int:
-    v = _positive_int(text)
-    if v > MAX_WORKERS:
-        raise argparse.ArgumentTypeError(
-            f"{_cut(repr(text), 80)} is not allowed: use a positive integer up to {MAX_WORKERS}"
-        )
-    return v
+def _at_most(hi: int) -> Callable[[str], int]:
+    """An argparse type: a positive integer no larger than ``hi``."""
+
+    def check(text: str) -> int:
+        v = _positive_int(text)
+        if v > hi:
+            raise argparse.ArgumentTypeError(
+                f"{_cut(repr(text), 80)} is not allowed: use a positive integer up to {hi}"
+            )
+        return v
+
+    return check
+
+
+_worker_count = _at_most(MAX_WORKERS)
 
 
 def _seconds(text: str) -> float:
@@ -105,13 +113,7 @@ def _seconds(text: str) -> float:
 MAX_SEEDS = 1000
 
 
-def _seed_count(text: str) -> int:
-    v = _positive_int(text)
-    if v > MAX_SEEDS:
-        raise argparse.ArgumentTypeError(
-            f"{_cut(repr(text), 80)} is not allowed: use a positive integer up to {MAX_SEEDS}"
-        )
-    return v
+_seed_count = _at_most(MAX_SEEDS)
 
 
 # -- locating specs ---------------------------------------------------------------------------

@@ -483,6 +483,12 @@ def _n_name(n: int | None) -> str:
     return "n = T (whole sequence)" if n is None else f"n = {n}"
 
 
+def _csv_key(device: str, sweep: str, task: str, g, n: int | None) -> list:
+    """The columns every table CSV row starts with: where it ran and which model block."""
+    clip = "" if g.clip is None else f"{g.clip:g}"
+    return [device, sweep, task, g.cell, g.hidden_size, g.optimizer, clip, "" if n is None else n]
+
+
 # -- r2rt quality table -----------------------------------------------------------------------
 R2RT_CSV = (
     "device_tag",
@@ -562,14 +568,7 @@ def _quality_markdown(runs: pd.DataFrame, metric: str, rows: list[list[Any]] | N
                         )
                         rows.append(
                             [
-                                device,
-                                sweep,
-                                task,
-                                g.cell,
-                                g.hidden_size,
-                                g.optimizer,
-                                "" if g.clip is None else f"{g.clip:g}",
-                                "" if n is None else n,
+                                *_csv_key(device, sweep, task, g, n),
                                 c.style_preset,
                                 c.style_label,
                                 c.style_spec,
@@ -769,14 +768,7 @@ def cost_tables(runs: pd.DataFrame) -> tuple[str, str]:
                 table.append(["T" if n is None else str(n), c.style_label, fmt_lr(c.lr)] + cells_md)
                 rows.append(
                     [
-                        device,
-                        sweep,
-                        task,
-                        g.cell,
-                        g.hidden_size,
-                        g.optimizer,
-                        "" if g.clip is None else f"{g.clip:g}",
-                        "" if n is None else n,
+                        *_csv_key(device, sweep, task, g, n),
                         c.style_label,
                         c.style_spec,
                         fmt_lr(c.lr),
