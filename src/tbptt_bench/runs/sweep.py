@@ -418,8 +418,8 @@ def _report_line(
     if summary is None:
         tqdm.write(f"[{i}/{n}] skipped  {run_id}  (another sweep completed it meanwhile)")
         return
-    loss = summary.get("min_val_loss")
-    loss_txt = f"min val {loss:.4f}" if isinstance(loss, float) else "no val loss"
+    loss = summary.get("final_val_loss")  # the protocol's primary metric (mean of the last 3 evaluations)
+    loss_txt = f"final val {loss:.4f}" if isinstance(loss, float) else "no val loss"
     extra = f" ({summary['error']})" if summary.get("error") else ""
     train_s = summary.get("train_wall_s") or 0.0
     tqdm.write(f"[{i}/{n}] {summary['status']:8s} {run_id}  {loss_txt}  train {train_s:.2f} s{extra}")
