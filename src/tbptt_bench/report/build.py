@@ -454,7 +454,7 @@ def _cross_sweep_tables(ctx: PageContext) -> list[str]:
         for path, body in written.items():
             write_text_if_changed(path, body)
         files = [_rel(p, ctx.out) for p in written]
-    ctx.cross = {"hash": key, "files": files}
+    ctx.cross.update(hash=key, files=files)
     ctx.written.extend(ctx.out / f for f in files)
     md = ["## Fair comparisons and reproductions", ""]
     md += [
@@ -469,33 +469,60 @@ def _cross_sweep_tables(ctx: PageContext) -> list[str]:
 
 def _gradient_section(ctx: PageContext) -> list[str]:
     """The gradient-quality study (report/gradients.py): per device that has one, its tables and two
-    figures per task, drawn from the study's records alone."""
+    figures per task, drawn from the study's records alone. Redrawn only when a study's records or
+    the report's code changed (cached in the manifest like the cross-sweep tables)."""
     from . import gradients as G
 
     md: list[str] = []
+    cache = ctx.previous_cross.get("gradients", {}) if isinstance(ctx.previous_cross, dict) else {}
+    ctx.cross.setdefault("gradients", {})
     for device, path in G.find_studies(ctx.results):
         try:
-            data = G.load_study(path)
-        except (ValueError, OSError) as e:
+            key = hashlib.sha256((ctx.code + str(ctx.figures)).encode() + path.read_bytes()).hexdigest()
+        except OSError as e:
             log.warning("skipped gradient study %s: %s", _rel(path, ctx.results), e)
             continue
-        base = Path(device) / "gradients"
-        table = ctx.out / "tables" / base / "gradients.md"
-        write_text_if_changed(table, G.gradients_markdown(data))
-        ctx.written.append(table)
-        md += [f"## Gradient quality — `{device}`", "", f"Tables: [gradients.md]({ctx.link(table)})", ""]
-        if ctx.figures:
-            from . import figures as F
-
-            for t in data["meta"]["tasks"]:
-                for stem, make, caption in (
-                    (f"{t['task']}_bias", G.bias_figure, "relative bias and spread vs n"),
-                    (f"{t['task']}_depth", G.depth_figure, "gradient contribution vs depth"),
-                ):
-                    paths = F.save(make(data, t["task"]), ctx.out / "figures" / base / stem)
-                    ctx.written.extend(paths)
-                    md += [f"![{t['task']}: {caption}]({ctx.link(paths[0])})", ""]
+        prev = cache.get(device) if isinstance(cache.get(device), dict) else {}
+        files, lines = prev.get("files", []), prev.get("md", [])
+        fresh = (
+            prev.get("hash") == key
+            and isinstance(files, list)
+            and isinstance(lines, list)
+            and all(isinstance(f, str) and (ctx.out / f).is_file() for f in files)
+        )
+        if not fresh:
+            try:
+                files, lines = _render_gradient_study(ctx, device, G.load_study(path))
+            except (ValueError, OSError) as e:
+                log.warning("skipped gradient study %s: %s", _rel(path, ctx.results), e)
+                continue
+        ctx.cross["gradients"][device] = {"hash": key, "files": files, "md": lines}
+        ctx.written.extend(ctx.out / f for f in files)
+        md += lines
     return md
+
+
+def _render_gradient_study(ctx: PageContext, device: str, data: dict) -> tuple[list[str], list[str]]:
+    """Write one device's gradients.md and figures; return (files relative to out, page lines)."""
+    from . import gradients as G
+
+    base = Path(device) / "gradients"
+    table = ctx.out / "tables" / base / "gradients.md"
+    write_text_if_changed(table, G.gradients_markdown(data))
+    written = [table]
+    md = [f"## Gradient quality — `{device}`", "", f"Tables: [gradients.md]({ctx.link(table)})", ""]
+    if ctx.figures:
+        from . import figures as F
+
+        for t in data["meta"]["tasks"]:
+            for stem, make, caption in (
+                (f"{t['task']}_bias", G.bias_figure, "relative bias and spread vs n"),
+                (f"{t['task']}_depth", G.depth_figure, "gradient contribution vs depth"),
+            ):
+                paths = F.save(make(data, t["task"]), ctx.out / "figures" / base / stem)
+                written.extend(paths)
+                md += [f"![{t['task']}: {caption}]({ctx.link(paths[0])})", ""]
+    return [_rel(p, ctx.out) for p in written], md
 
 
 #: Whole-page sections after the per-task ones: callable(PageContext) -> Markdown lines. A section
