@@ -437,7 +437,7 @@ def test_learning_curve_and_quality_figures_are_labelled():
     ax = qc.axes[0]
     assert (ax.get_xlabel(), ax.get_ylabel()) == (
         "training wall time (s)",
-        "min validation loss (cross-entropy, nats)",
+        "final validation loss (cross-entropy, nats)",
     )
     assert "echo" in ax.get_title() and CPU in ax.get_title()
 

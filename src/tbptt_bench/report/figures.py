@@ -354,7 +354,7 @@ def learning_curves_figure(runs: pd.DataFrame, curves: pd.DataFrame):
 
 
 def loss_vs_n_figure(runs: pd.DataFrame):
-    """Minimum validation loss against truncation length n, one line per style family.
+    """Final validation loss (the primary metric) against truncation length n, one line per family.
 
     Each point is the family member with that n at its best learning rate: mean over ok seeds,
     error bar ± one sample sd (none with one seed). Full BPTT is the solid black level with its
@@ -429,8 +429,8 @@ def loss_vs_n_figure(runs: pd.DataFrame):
 
                 ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
                 ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.set_xlabel("truncation length n (log scale; random: 1/pi)")
-            ax.set_ylabel(f"min validation loss ({units})")
+            ax.set_xlabel("truncation length n (log scale; older random(pi) rows: 1/pi)")
+            ax.set_ylabel(f"final validation loss ({units})")
             ax.set_title(g.label)
             h, _ = ax.get_legend_handles_labels()
             for hh in h + handles:
@@ -452,7 +452,7 @@ def quality_cost_figure(runs: pd.DataFrame):
     units = LOSS_UNITS.get(str(r0["loss_kind"]), "loss")
     ok = runs[
         (runs["status"] == "ok")
-        & np.isfinite(runs["min_val_loss"].astype(float))
+        & np.isfinite(runs["final_val_loss"].astype(float))
         & np.isfinite(runs["train_wall_s"].astype(float))
     ]
     order = _style_order(runs)
@@ -464,12 +464,15 @@ def quality_cost_figure(runs: pd.DataFrame):
         saved = ok["saved_for_backward_peak_bytes"].astype(float) / MiB
         smax = float(np.nanmax(saved)) if saved.notna().any() else 0.0
         size = (20 + 180 * (saved / smax)).fillna(30) if smax > 0 else pd.Series(30.0, index=ok.index)
-        lo, hi, clipped = informative_ylim(ok["min_val_loss"].to_numpy(float), [v for _, v, _ in refs])
+        lo, hi, clipped = informative_ylim(ok["final_val_loss"].to_numpy(float), [v for _, v, _ in refs])
         for label in order:
             sel = ok["style_label"] == label
             if not sel.any():
                 continue
-            xs, ys = ok.loc[sel, "train_wall_s"].to_numpy(float), ok.loc[sel, "min_val_loss"].to_numpy(float)
+            xs, ys = (
+                ok.loc[sel, "train_wall_s"].to_numpy(float),
+                ok.loc[sel, "final_val_loss"].to_numpy(float),
+            )
             ax.scatter(
                 xs,
                 np.minimum(ys, hi),
@@ -505,7 +508,7 @@ def quality_cost_figure(runs: pd.DataFrame):
             )
         _ref_lines(ax, refs)
         ax.set_xlabel("training wall time (s)")
-        ax.set_ylabel(f"min validation loss ({units})")
+        ax.set_ylabel(f"final validation loss ({units})")
         ax.set_title(
             f"{r0['task']} — {r0['device_tag']} ({r0['sweep']}): quality vs cost\n"
             f"every ok run; marker area ∝ saved-for-backward memory (largest {smax:.3g} MiB)"
