@@ -240,3 +240,17 @@ def test_tables_reference_lines_come_from_every_seeds_records():
     assert refs["optimal"][0] == pytest.approx(1.23)
     assert "seed 0: 1.2;" in refs["optimal"][1] and "seed 2: 1.23)" in refs["optimal"][1]
     assert refs["partial"] == (pytest.approx(1.36), "partial note")  # equal across seeds: no list
+
+
+def test_the_vanishing_claim_reads_the_gradient_study():
+    """A study whose depth-d contributions shrink as 0.5**d (0.2 * 0.9**d) judges decay < 1
+    (> 1): the fitted per-step factor is exact on a geometric sequence."""
+    shrink = [{"task": "echo", "checkpoint": 1.0, "depth": d, "contrib": 0.5**d} for d in range(1, 9)]
+    shrink += [{"task": "echo", "checkpoint": 0.0, "depth": d, "contrib": 2.0**d} for d in range(1, 9)]
+    assert R.decay_per_step(shrink, "echo", 1.0) == pytest.approx(0.5, rel=1e-12)
+    assert R.decay_per_step(shrink, "echo", 0.0) == pytest.approx(2.0, rel=1e-12)
+    assert R.decay_per_step(shrink[:2], "echo", 1.0) is None  # fewer than 3 depths: no fit
+    page = R.reproductions_markdown(pd.DataFrame(), {"cpu-x": shrink})
+    assert "## cpu-x, gradient-quality study" in page and "echo 0.5" in page and "**reproduced**" in page
+    grow = [{"task": "copy", "checkpoint": 1.0, "depth": d, "contrib": 0.2 * 1.1**d} for d in range(1, 9)]
+    assert "**not reproduced**" in R.reproductions_markdown(pd.DataFrame(), {"cpu-x": grow})

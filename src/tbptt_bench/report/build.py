@@ -436,9 +436,23 @@ def _cross_sweep_tables(ctx: PageContext) -> list[str]:
     """The tables that read every sweep of a task at once: the four fair comparisons per (device,
     task) and the reproductions page. They need all records (curves too, for equal compute), so
     they are rebuilt only when some group's inputs or the report's code changed."""
+    from . import gradients as G
+
     tdir = ctx.out / "tables"
+    studies = {}  # device -> the gradient study's file: the vanishing-gradient claim reads it
+    for device, path in G.find_studies(ctx.results):
+        try:
+            studies[device] = (path, hashlib.sha256(path.read_bytes()).hexdigest())
+        except OSError:
+            continue
     key = hashlib.sha256(
-        json.dumps([ctx.code, sorted((g.key, g.hash) for g in ctx.groups)]).encode()
+        json.dumps(
+            [
+                ctx.code,
+                sorted((g.key, g.hash) for g in ctx.groups),
+                sorted((d, h) for d, (_, h) in studies.items()),
+            ]
+        ).encode()
     ).hexdigest()
     prev = ctx.previous_cross if isinstance(ctx.previous_cross, dict) else {}
     files = [f for f in prev.get("files", []) if isinstance(f, str)]
@@ -450,7 +464,13 @@ def _cross_sweep_tables(ctx: PageContext) -> list[str]:
         for (device, task), bodies in fair.fair_files(loaded.runs, loaded.curves):
             for name, body in bodies.items():
                 written[tdir / device / task / name] = body
-        written[tdir / "reproductions.md"] = reproductions.reproductions_markdown(loaded.runs)
+        depth_rows = {}
+        for device, (path, _) in studies.items():
+            try:
+                depth_rows[device] = G.load_study(path)["depth"]
+            except (ValueError, OSError, KeyError, TypeError) as e:
+                log.warning("skipped gradient study %s: %s", _rel(path, ctx.results), e)
+        written[tdir / "reproductions.md"] = reproductions.reproductions_markdown(loaded.runs, depth_rows)
         for path, body in written.items():
             write_text_if_changed(path, body)
         files = [_rel(p, ctx.out) for p in written]

@@ -28,7 +28,7 @@ The page is built for each (device, sweep) present, the full sweep first.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -515,8 +515,53 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def reproductions_markdown(runs: pd.DataFrame) -> str:
-    """The page: one table per (device, sweep), one row per claim."""
+def decay_per_step(depth_rows: Sequence[Mapping], task: str, checkpoint: float) -> float | None:
+    """The per-step factor by which the exact gradient's depth-d contribution shrinks: exp of the
+    least-squares slope of log ||contribution(d)|| against d (gradient study records)."""
+    pts = [
+        (float(r["depth"]), math.log(float(r["contrib"])))
+        for r in depth_rows
+        if r.get("task") == task
+        and r.get("checkpoint") == checkpoint
+        and _num(r.get("contrib")) is not None
+        and float(r["contrib"]) > 0
+    ]
+    if len(pts) < 3:
+        return None
+    mx = sum(x for x, _ in pts) / len(pts)
+    my = sum(y for _, y in pts) / len(pts)
+    sxx = sum((x - mx) ** 2 for x, _ in pts)
+    return math.exp(sum((x - mx) * (y - my) for x, y in pts) / sxx) if sxx else None
+
+
+def study_markdown(device: str, depth_rows: Sequence[Mapping]) -> list[str]:
+    """The vanishing-gradient claim judged from a gradient-quality study (trained checkpoints)."""
+    claim = next(c for c in CLAIMS if c.key == "vanishing")
+    tasks = sorted({str(r["task"]) for r in depth_rows if "task" in r})
+    last = max(
+        (float(r["checkpoint"]) for r in depth_rows if _num(r.get("checkpoint")) is not None), default=None
+    )
+    decays = {t: decay_per_step(depth_rows, t, last) for t in tasks} if last is not None else {}
+    known = {t: d for t, d in decays.items() if d is not None}
+    frame = pd.DataFrame({"grad_decay_per_step": list(known.values())})
+    v = claim.judge(frame)
+    measured = "; ".join(f"{t} {d:.3g}" for t, d in known.items())
+    measured = (f"per-step decay of the exact gradient's depth contribution at the trained checkpoint: {measured}; "
+                + v.measured) if known else v.measured  # fmt: skip
+    row = (claim.claim, claim.source, claim.expected, measured, f"**{v.verdict}**", claim.rule, v.why)
+    return [
+        f"## {device}, gradient-quality study",
+        "",
+        "| claim | source | expected | measured | verdict | rule | why not |",
+        "| :--- | :--- | :--- | :--- | :--- | :--- | :--- |",
+        "| " + " | ".join(_cell(x) for x in row) + " |",
+        "",
+    ]
+
+
+def reproductions_markdown(runs: pd.DataFrame, studies: Mapping[str, Sequence[Mapping]] | None = None) -> str:
+    """The page: one table per (device, sweep), one row per claim; then, per device with a gradient
+    study (``studies``: device -> the study's depth rows), the vanishing-gradient claim from it."""
     md = [
         "# Reproductions: published claims checked against these records",
         "",
@@ -525,10 +570,12 @@ def reproductions_markdown(runs: pd.DataFrame) -> str:
         f"that finished ok; tol = {TOL_SHARE:.0%} of the task's no-memory − optimal gap.",
         "",
     ]
-    if not len(runs):
+    if not len(runs) and not studies:
         return "\n".join(md + ["No runs.", ""])
-    groups = sorted(
-        runs.groupby(["device_tag", "sweep"]), key=lambda kv: (SWEEP_ORDER.get(kv[0][1], 9), kv[0])
+    groups = (
+        sorted(runs.groupby(["device_tag", "sweep"]), key=lambda kv: (SWEEP_ORDER.get(kv[0][1], 9), kv[0]))
+        if len(runs)
+        else []
     )
     for (device, sweep), g in groups:
         md += [f"## {device}, sweep {sweep} ({len(g)} runs)", ""]
@@ -546,4 +593,6 @@ def reproductions_markdown(runs: pd.DataFrame) -> str:
                 + " |"
             )
         md.append("")
+    for device, rows in sorted((studies or {}).items()):
+        md += study_markdown(device, rows)
     return "\n".join(md)
