@@ -67,7 +67,7 @@ def test_two_local_sweeps_give_identical_records(first, tmp_path):
 
 
 def test_a_run_in_this_process_matches_its_worker_record(first):
-    run = next(r for r in plan(Path("/nonexistent")) if r.config.style == "random(0.2)")
+    run = next(r for r in plan(Path("/nonexistent")) if r.config.style == "random_depth(5)")
     rec = harness.run_record(run.config, "cpu")
     mine = first[run.config.run_id]
     assert [(r["split"], r["update"], r["timesteps"], r["loss"]) for r in rec.curve] == mine["curve"]
@@ -80,11 +80,11 @@ def test_another_seed_changes_the_records(first, tmp_path):
     runs = [
         r
         for r in sweep.plan(specs, "smoke", sweep.local_device_tag("cpu"), tmp_path, seeds_override=2)
-        if r.config.seed == 1 and r.config.style == "random(0.2)"
+        if r.config.seed == 1 and r.config.style == "random_depth(5)"
     ]
     assert sweep.execute(runs, tmp_path, "cpu", quiet=True)["ok"] == 1
     (other,) = records(tmp_path).values()
-    seed0 = next(v for v in first.values() if v["config"]["style"]["spec"] == "random(0.2)")
+    seed0 = next(v for v in first.values() if v["config"]["style"]["spec"] == "random_depth(5)")
     assert other["curve"] != seed0["curve"]
 
 
