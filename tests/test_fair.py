@@ -486,3 +486,23 @@ def test_mixed_records_mark_only_the_old_sweep():
     md, _ = fair.fair_tables(pd.concat([new, old], ignore_index=True))
     assert md.count("These records predate") == 1
     assert "These records predate" in md.split("## 2. Equal updates", 1)[1].split("## 3.", 1)[0]
+
+
+def test_learning_curves_add_a_backprop_steps_axis_for_records_that_count_them(tmp_path):
+    """Issue #12 item 2: curves against timesteps, updates and backprop steps (plus wall time)."""
+    from tbptt_bench.report import figures
+
+    root = tmp_path / "results"
+    write(root, "full", "tf_style(4)", 0.1, 0, 0.52, 200, 500)
+    write(root, "full", "williams_peng(4)", 0.1, 0, 0.50, 200, 2000)
+    loaded = store.load_runs(root)
+    fig = figures.learning_curves_figure(loaded.runs, loaded.curves)
+    assert [ax.get_xlabel() for ax in fig.axes] == [
+        "timesteps processed",
+        "updates made (symlog)",
+        "backprop steps, all rows (symlog)",
+        "training wall time (s, mean over seeds)",
+    ]
+    # Williams–Peng's line reaches 4x TF-style's updates at the end (2,000 vs 500)
+    ends = sorted(max(line.get_xdata()) for line in fig.axes[1].lines if line.get_linestyle() != "--")
+    assert ends == [500, 2000]

@@ -417,11 +417,15 @@ def test_learning_curve_and_quality_figures_are_labelled():
     group = loaded.runs[(loaded.runs["device_tag"] == CPU) & (loaded.runs["task"] == "echo")]
     curves = loaded.curves[(loaded.curves["device_tag"] == CPU) & (loaded.curves["task"] == "echo")]
     fig = figures.learning_curves_figure(group, curves)
-    assert len(fig.axes) == 4  # two model groups (hidden 4, 16) x (timesteps, wall time)
+    # two model groups (hidden 4, 16) x (timesteps, updates, wall time): the fixture's records
+    # predate backprop counting, so the backprop-steps axis is left out
+    assert len(fig.axes) == 6
     assert [ax.get_xlabel() for ax in fig.axes] == [
         "timesteps processed",
+        "updates made (symlog)",
         "training wall time (s, mean over seeds)",
     ] * 2
+    assert [ax.get_xscale() for ax in fig.axes[:3]] == ["linear", "symlog", "linear"]
     assert all(ax.get_ylabel() == "validation loss (cross-entropy, nats)" for ax in fig.axes)
     assert "echo" in fig._suptitle.get_text() and CPU in fig._suptitle.get_text()
     # dashed reference lines at the task's optimal / partial / no-memory values
@@ -596,5 +600,5 @@ def test_groups_without_any_ok_run_still_report(tmp_path):
     )
     loaded = store.load_runs(tmp_path / "results")
     fig = figures.learning_curves_figure(loaded.runs, loaded.curves)
-    assert [len(ax.lines) for ax in fig.axes] == [3, 3]  # only the three dashed reference lines
+    assert [len(ax.lines) for ax in fig.axes] == [3, 3, 3]  # only the three dashed reference lines
     assert figures.quality_cost_figure(loaded.runs).axes[0].get_xlabel() == "training wall time (s)"

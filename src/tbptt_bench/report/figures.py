@@ -282,11 +282,13 @@ def _best_lr_per_style(g) -> list[tuple[str, float]]:
 
 
 def learning_curves_figure(runs: pd.DataFrame, curves: pd.DataFrame):
-    """Validation loss vs timesteps and vs training wall time for one (device, sweep, task).
+    """Validation loss for one (device, sweep, task) against each budget axis: timesteps (equal
+    data), updates, backprop steps (equal compute; records that count them) and training wall time.
 
-    One row of panels per model group; one line per style at its best learning rate (one line per
-    seed), reference lines dashed. The y axis keeps the references and the bulk of the losses;
-    losses above it (early, untrained points) are marked ▲ on the top edge.
+    One row of panels per model group; one line per style at its best learning rate (mean over
+    seeds, band = min–max), reference lines dashed. Updates and backprop steps differ by orders of
+    magnitude between styles, so those axes are symlog. The y axis keeps the references and the bulk
+    of the losses; losses above it (early, untrained points) are marked ▲ on the top edge.
     """
     r0 = runs.iloc[0]
     units = LOSS_UNITS.get(str(r0["loss_kind"]), "loss")
@@ -295,9 +297,15 @@ def learning_curves_figure(runs: pd.DataFrame, curves: pd.DataFrame):
     order = _style_order(runs)
     looks = family_styles(runs)
     any_clipped = False
+    panels = [("timesteps", "timesteps processed", False), ("update", "updates made (symlog)", True)]
+    if "backprop_steps" in curves.columns and curves["backprop_steps"].notna().any():
+        panels.append(("backprop_steps", "backprop steps, all rows (symlog)", True))
+    panels.append(("train_wall_s", "training wall time (s, mean over seeds)", False))
     with _style():
         # tall enough for the legend (one line per style) beside the panels, under the title
-        fig, axes = _new_figure(len(groups), 2, 4.6, max(3.2, (0.19 * len(order) + 1.4) / len(groups)))
+        fig, axes = _new_figure(
+            len(groups), len(panels), 4.6, max(3.2, (0.19 * len(order) + 1.4) / len(groups))
+        )
         for row, g in zip(axes, groups):
             sel = _ok_group_runs(runs, g)
             ids = [
@@ -312,10 +320,7 @@ def learning_curves_figure(runs: pd.DataFrame, curves: pd.DataFrame):
             data = data.assign(_k=data.groupby("run_id", sort=False).cumcount())
             lo, hi, clipped = informative_ylim(data["loss"].to_numpy(float), [v for _, v, _ in refs])
             any_clipped = any_clipped or clipped
-            for ax, x, xlabel in (
-                (row[0], "timesteps", "timesteps processed"),
-                (row[1], "train_wall_s", "training wall time (s, mean over seeds)"),
-            ):
+            for ax, (x, xlabel, symlog) in zip(row, panels):
                 for label in order:
                     one = data[data["style_label"] == label]
                     if one.empty:
@@ -339,9 +344,13 @@ def learning_curves_figure(runs: pd.DataFrame, curves: pd.DataFrame):
                         _mark_outliers(ax, xs, ys, look["color"], hi)
                 _ref_lines(ax, refs)
                 ax.set_ylim(lo, hi)
+                if symlog:
+                    ax.set_xscale("symlog", linthresh=1.0)
                 ax.set_xlabel(xlabel)
                 ax.set_ylabel(f"validation loss ({units})")
-                ax.set_title(g.label if x == "timesteps" else f"{g.label}, vs wall time", fontsize=8)
+                ax.set_title(
+                    g.label if x == "timesteps" else f"{g.label}, vs {xlabel.split(' (')[0]}", fontsize=8
+                )
         _style_legend(
             fig, [lab for lab in order if lab in set(curves["style_label"])], looks, "style (best lr)"
         )
