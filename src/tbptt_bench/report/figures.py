@@ -344,8 +344,9 @@ def learning_curves_figure(runs: pd.DataFrame, curves: pd.DataFrame):
                         _mark_outliers(ax, xs, ys, look["color"], hi)
                 _ref_lines(ax, refs)
                 ax.set_ylim(lo, hi)
-                if symlog:
+                if symlog:  # counts are >= 0: no negative decades in the margin
                     ax.set_xscale("symlog", linthresh=1.0)
+                    ax.set_xlim(left=0)
                 ax.set_xlabel(xlabel)
                 ax.set_ylabel(f"validation loss ({units})")
                 ax.set_title(
