@@ -191,7 +191,7 @@ def test_study_smoke_cli_records_and_report(tmp_path, capsys):
         if r["family"] in ("tf_style", "williams_peng", "one_step", "overlapping"):
             assert r["rel_std"] == 0.0
         if r["family"] == "adaptive":
-            assert 1 <= r["K"] <= 6
+            assert r["K"] in range(1, 7)  # the smoke study caps K at 6
     assert all(d["contrib"] >= 0 for d in data["depth"])
     written = build_report(tmp_path, tmp_path / "report")
     names = {p.name for p in written}
