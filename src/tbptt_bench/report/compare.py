@@ -38,8 +38,8 @@ from typing import Any
 
 from ..errors import BenchError
 from ..runs import store
+from .cells import csv_text, fmt_lr
 from .markdown import md_table
-from .tables import csv_text, fmt_lr
 
 __all__ = ["CompareError", "Source", "benchmark_timings", "compare", "run_timings"]
 

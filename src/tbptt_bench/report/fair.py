@@ -35,7 +35,7 @@ from typing import Any
 import pandas as pd
 
 from . import stats
-from .tables import (
+from .cells import (
     DASH,
     NA,
     STARVED_UPDATES,

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .. import styles as S
-from .tables import LOSS_UNITS, STYLE_ORDER, model_groups, references
+from .cells import LOSS_UNITS, STYLE_ORDER, model_groups, references
 
 __all__ = [
     "RC",
