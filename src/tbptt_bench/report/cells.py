@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 __all__ = [
+    "CSV_KEY",
     "AXES",
     "DASH",
     "LOSS_UNITS",
@@ -471,6 +472,19 @@ def _title(runs: pd.DataFrame) -> tuple[str, str, str, str]:
 
 def _n_name(n: int | None) -> str:
     return "n = T (whole sequence)" if n is None else f"n = {n}"
+
+
+#: The columns every table CSV starts with (the values: ``_csv_key``).
+CSV_KEY = (
+    "device_tag",
+    "sweep",
+    "task",
+    "cell",
+    "hidden_size",
+    "optimizer",
+    "clip",
+    "n",
+)
 
 
 def _csv_key(device: str, sweep: str, task: str, g, n: int | None) -> list:

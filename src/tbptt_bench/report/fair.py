@@ -36,6 +36,7 @@ import pandas as pd
 
 from . import stats
 from .cells import (
+    CSV_KEY,
     DASH,
     NA,
     STARVED_UPDATES,
@@ -91,14 +92,7 @@ DATA_SWEEP_PREFERENCE = ("full", "quick", "smoke")
 
 FAIR_CSV = (
     "comparison",
-    "device_tag",
-    "sweep",
-    "task",
-    "cell",
-    "hidden_size",
-    "optimizer",
-    "clip",
-    "n",
+    *CSV_KEY,
     "style_preset",
     "style_label",
     "style_spec",

@@ -28,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from .cells import (  # the cells' public names stay importable from here
+    CSV_KEY,
     DASH,
     LOSS_UNITS,
     STARVED_UPDATES,
@@ -82,14 +83,7 @@ __all__ = [
 
 # -- r2rt quality table -----------------------------------------------------------------------
 R2RT_CSV = (
-    "device_tag",
-    "sweep",
-    "task",
-    "cell",
-    "hidden_size",
-    "optimizer",
-    "clip",
-    "n",
+    *CSV_KEY,
     "style_preset",
     "style_label",
     "style_spec",
@@ -240,14 +234,7 @@ def r2rt_min_tables(runs: pd.DataFrame) -> str:
 
 # -- cost table -------------------------------------------------------------------------------
 COST_CSV = (
-    "device_tag",
-    "sweep",
-    "task",
-    "cell",
-    "hidden_size",
-    "optimizer",
-    "clip",
-    "n",
+    *CSV_KEY,
     "style_label",
     "style_spec",
     "lr",
