@@ -24,8 +24,8 @@ from typing import Any
 import pandas as pd
 
 __all__ = [
-    "CSV_KEY",
     "AXES",
+    "CSV_KEY",
     "DASH",
     "LOSS_UNITS",
     "NA",
