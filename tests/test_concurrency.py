@@ -63,7 +63,7 @@ def assert_folder_whole(results: Path, expected_ids: list[str]) -> None:
         assert sweep.run_problem(run_dir) is None, run_dir
         assert sorted(p.name for p in run_dir.iterdir()) == [
             "config.json",
-            "curve.csv",
+            "curve.parquet",
             "env.json",
             "summary.json",
         ]

@@ -1,6 +1,6 @@
 """Determinism: the same config and seed give identical records on CPU, wherever they run.
 
-"Identical" means every file of the run record except what measures the machine: curve.csv
+"Identical" means every file of the run record except what measures the machine: curve.parquet
 (split, update, timesteps, loss: bit for bit; the wall-time column differs), summary.json
 without timing and memory fields, config.json whole, env.json without the thread count. The
 plan covers the paths that could drift: random truncation (xi draws), stored history
@@ -34,10 +34,7 @@ def records(root: Path) -> dict[str, dict]:
         summary = json.loads((run / "summary.json").read_text())
         env = json.loads((run / "env.json").read_text())
         out[run.name] = {
-            "curve": [
-                (r["split"], r["update"], r["timesteps"], r["loss"])
-                for r in store._read_curve(run / "curve.csv")
-            ],
+            "curve": [(r["split"], r["update"], r["timesteps"], r["loss"]) for r in store.read_curve(run)],
             "summary": {k: v for k, v in summary.items() if k not in TIMING},
             "config": json.loads((run / "config.json").read_text()),
             "env": {k: v for k, v in env.items() if k not in MACHINE},

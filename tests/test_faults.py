@@ -33,7 +33,7 @@ from tbptt_bench.runs import harness, store, sweep
 from tbptt_bench.runs.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
-FILES = ["config.json", "curve.csv", "env.json", "summary.json"]
+FILES = ["config.json", "curve.parquet", "env.json", "summary.json"]
 TIMING = {"train_wall_s", "eval_wall_s", "updates_per_s", "timesteps_per_s", "peak_mem_bytes"}
 ECHO = REPO / "tasks" / "echo.toml"
 SMOKE = ["sweep", "echo", "--preset", "smoke", "--quiet"]
@@ -44,9 +44,7 @@ def records(results: Path) -> dict[str, tuple]:
     out = {}
     for run in store.iter_run_dirs(results):
         assert sweep.run_problem(run) is None, run
-        curve = [
-            (r["split"], r["update"], r["timesteps"], r["loss"]) for r in store._read_curve(run / "curve.csv")
-        ]
+        curve = [(r["split"], r["update"], r["timesteps"], r["loss"]) for r in store.read_curve(run)]
         summary = json.loads((run / "summary.json").read_text())
         out[run.name] = (
             curve,
@@ -231,14 +229,13 @@ def test_sigkill_at_several_points_then_the_next_sweep_repairs(reference, tmp_pa
 
 
 # -- damaged run files ---------------------------------------------------------------------------
-def _cut_mid_row(p: Path) -> None:
-    text = p.read_text()
-    p.write_text(text[: len(text) - 3])  # inside the last row's loss: the number still parses
+def _cut_mid_file(p: Path) -> None:
+    p.write_bytes(p.read_bytes()[:-3])  # a torn write: the footer is gone
 
 
 def _cut_at_row(p: Path) -> None:
-    lines = p.read_text().splitlines(keepends=True)
-    p.write_text("".join(lines[:-2]))  # two whole rows gone: every row left parses
+    rows = store.read_curve(p.parent)
+    store.write_curve(p.parent, rows[:-2])  # two whole rows gone: a valid file that lost rows
 
 
 DAMAGE = {
@@ -247,12 +244,9 @@ DAMAGE = {
     "summary off-schema": ("summary.json", lambda p: p.write_text('{"status": "ok"}')),
     "config garbage": ("config.json", lambda p: p.write_bytes(b"\x00\xff" * 30)),
     "env deleted": ("env.json", lambda p: p.unlink()),
-    "curve cut mid-row": ("curve.csv", _cut_mid_row),
-    "curve cut at a row": ("curve.csv", _cut_at_row),
-    "curve garbage": (
-        "curve.csv",
-        lambda p: p.write_text("split,update,timesteps,train_wall_s,loss\n\x00garbage\n"),
-    ),
+    "curve cut mid-file": ("curve.parquet", _cut_mid_file),
+    "curve cut at a row": ("curve.parquet", _cut_at_row),
+    "curve garbage": ("curve.parquet", lambda p: p.write_bytes(b"PAR1" + os.urandom(64) + b"PAR1")),
 }
 
 
@@ -274,7 +268,7 @@ def test_damaged_runs_are_skipped_with_a_reason_then_rerun(reference, tmp_path, 
     visible_damage = damaged
     assert "train rows" in skipped[damaged["curve cut at a row"].name]
     assert sorted(skipped) == sorted(r.name for r in visible_damage.values())
-    assert "truncated" in skipped[damaged["curve cut mid-row"].name]
+    assert "unreadable" in skipped[damaged["curve cut mid-file"].name]
     assert sorted(loaded.runs["run_id"]) == sorted(r.name for r in runs if r.name not in skipped)
     with caplog.at_level(logging.WARNING, logger="tbptt_bench.report.build"):
         report.build_report(results, figures=False)

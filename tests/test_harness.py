@@ -184,7 +184,7 @@ def test_write_record_replaces_an_old_run_whole(tmp_path):
     harness.write_record(run_dir, second)
     assert sorted(p.name for p in run_dir.iterdir()) == [
         "config.json",
-        "curve.csv",
+        "curve.parquet",
         "env.json",
         "summary.json",
     ]

@@ -39,7 +39,7 @@ def test_smoke_sweep_on_ray_matches_local_runs(ray_local, tmp_path):
     assert loaded.skipped == [] and sorted(loaded.runs["run_id"]) == sorted(r.config.run_id for r in runs)
     for r in runs:
         assert store.is_complete(r.run_dir)
-        curve = store._read_curve(r.run_dir / "curve.csv")
+        curve = store.read_curve(r.run_dir)
         local = harness.run_record(r.config, "cpu")  # same config and seed, run here in-process
         assert [row["loss"] for row in curve] == [row["loss"] for row in local.curve]
         summary = json.loads((r.run_dir / "summary.json").read_text())

@@ -3,7 +3,7 @@
 Issue #16, class 2. Real records (an echo smoke sweep, trained in-process) are corrupted field by
 field -- wrong types, int64 overflow, negative counts, NaN/Infinity/-Infinity, null where a value
 is required, a summary that disagrees with its curve or status, a config edited after the run
-(its hash no longer names the folder) -- 220 cases, each copy in its own device folder of one
+(its hash no longer names the folder) -- 224 cases, each copy in its own device folder of one
 results root. Then ``store.validate_record``, ``store.load_runs`` (the loader; ``tbptt_bench.load_results`` is
 added by the report-page helper on another branch), ``build_report``, ``compare`` and the sweep's
 ``plan`` must name exactly the same folders invalid, none may raise, each invalid one is reported
@@ -125,36 +125,36 @@ def _field_cases() -> list[tuple[str, str, Any, bool]]:
 
 
 def _curve_cases(run: Path) -> list[tuple[str, Any]]:
-    """(name, damage(run_dir)) for curve.csv and its agreement with the summary."""
-    lines = (run / "curve.csv").read_text().splitlines(keepends=True)
-    train = [i for i, line in enumerate(lines) if line.startswith("train,")]
+    """(name, damage(run_dir)) for curve.parquet and its agreement with the summary."""
+    rows = store.read_curve(run)
+    train = [i for i, r in enumerate(rows) if r["split"] == "train"]
+    first_val = next(i for i, r in enumerate(rows) if r["split"] == "val")
 
-    def rewrite(fn):
+    def rewrite(fn, **types):
         def damage(d: Path) -> None:
-            ls = list(lines)
-            fn(ls)
-            (d / "curve.csv").write_text("".join(ls))
+            rs = [dict(r) for r in rows]
+            fn(rs)
+            _write_raw_curve(d, rs, **types)
 
         return damage
 
-    def loss(i: int, value: str):
-        def fn(ls):
-            cells = ls[i].rstrip("\n").split(",")
-            cells[-1] = value
-            ls[i] = ",".join(cells) + "\n"
-
-        return fn
+    def put(i: int, **values):
+        return lambda rs: rs[i].update(values)
 
     return [
-        ("train loss nan", rewrite(loss(train[0], "nan"))),
-        ("train loss -inf", rewrite(loss(train[-1], "-inf"))),
-        ("val loss inf", rewrite(loss(next(i for i, l in enumerate(lines) if l.startswith("val,")), "inf"))),
-        ("train loss 1e308", rewrite(loss(train[0], "1e308"))),
-        ("train row dropped", rewrite(lambda ls: ls.pop(train[-1]))),
-        ("train row duplicated", rewrite(lambda ls: ls.insert(train[0], ls[train[0]]))),
-        ("update count huge", rewrite(lambda ls: ls.__setitem__(train[0], f"train,{BIG},1,0.1,0.5\n"))),
-        ("negative wall time", rewrite(lambda ls: ls.__setitem__(train[0], "train,1,1,-0.1,0.5\n"))),
-        ("last timestep moved", rewrite(_shift_timestep(train[-1]))),
+        ("train loss nan", rewrite(put(train[0], loss=NAN))),
+        ("train loss -inf", rewrite(put(train[-1], loss=-INF))),
+        ("val loss inf", rewrite(put(first_val, loss=INF))),
+        ("train loss 1e308", rewrite(put(train[0], loss=1e308))),
+        ("train row dropped", rewrite(lambda rs: rs.pop(train[-1]))),
+        ("train row duplicated", rewrite(lambda rs: rs.insert(train[0], rs[train[0]]))),
+        ("update count negative", rewrite(put(train[0], update=-1))),
+        ("negative wall time", rewrite(put(train[0], train_wall_s=-0.1))),
+        ("unknown split", rewrite(put(train[0], split="test"))),
+        ("last timestep moved", rewrite(put(train[-1], timesteps=rows[train[-1]]["timesteps"] + 1))),
+        ("loss stored as float32", rewrite(lambda rs: None, loss="float32")),
+        ("a null loss", rewrite(put(first_val, loss=None))),
+        ("a column missing", lambda d: _write_raw_curve(d, rows, drop="backprop_steps_and_loss")),
         (
             "min val off",
             lambda d: _edit(d / "summary.json", lambda s: s.update(min_val_loss=s["min_val_loss"] / 2)),
@@ -166,13 +166,19 @@ def _curve_cases(run: Path) -> list[tuple[str, Any]]:
     ]
 
 
-def _shift_timestep(i: int):
-    def fn(ls):
-        cells = ls[i].split(",")
-        cells[2] = str(int(cells[2]) + 1)
-        ls[i] = ",".join(cells)
+def _write_raw_curve(d: Path, rows: list[dict], loss: str = "float64", drop: str = "") -> None:
+    """curve.parquet exactly as given, past the writer's checks (which would refuse the damage)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    return fn
+    cols = {"split": pa.array([r["split"] for r in rows], pa.string())}
+    for c in ("update", "timesteps", "backprop_steps"):
+        cols[c] = pa.array([r[c] for r in rows], pa.int64())
+    cols["train_wall_us"] = pa.array([round(r["train_wall_s"] * 1e6) for r in rows], pa.int64())
+    cols["loss"] = pa.array([r["loss"] for r in rows], getattr(pa, loss)())
+    if drop:
+        cols.pop("backprop_steps"), cols.pop("loss")
+    pq.write_table(pa.table(cols), d / "curve.parquet")
 
 
 def _edit(path: Path, fn) -> None:
@@ -204,7 +210,7 @@ def test_sweep_report_compare_and_loader_agree_on_every_corrupted_record(base, t
     src_root, runs = base
     root = tmp_path / "results"
     cases = _build_corpus(root, runs[0].run_dir)
-    assert len(cases) == 220
+    assert len(cases) == 224
     folders = {folder: name for name, (folder, _) in cases.items()}
     # 1. the one definition
     invalid = {f for f in folders if store.validate_record(f)}
@@ -263,9 +269,7 @@ def test_a_rerun_restores_invalid_records_to_the_uncorrupted_ones(base, tmp_path
 
 
 def _curve(run: Path) -> list[tuple]:
-    return [
-        (r["split"], r["update"], r["timesteps"], r["loss"]) for r in store._read_curve(run / "curve.csv")
-    ]
+    return [(r["split"], r["update"], r["timesteps"], r["loss"]) for r in store.read_curve(run)]
 
 
 def test_records_of_the_earlier_protocol_stay_valid(base, tmp_path):
@@ -288,11 +292,12 @@ def test_problem_lines_never_echo_a_huge_value(base, tmp_path):
 
 
 def test_validate_record_never_raises_on_random_bytes(base, tmp_path):
-    """Each file replaced by bytes that are not JSON/CSV, or by JSON of another shape."""
+    """Each file replaced by bytes that are not JSON/parquet, or by JSON of another shape."""
     _, runs = base
     payloads = [b"", b"\x00\xff" * 10, b"[]", b"null", b"123", b'"text"', b"{" * 5000, b"[" * 100_000, b"NaN"]
+    payloads += [b"PAR1", b"PAR1" + b"\x00" * 64 + b"PAR1"]  # parquet's magic around nothing
     for i, payload in enumerate(payloads):
-        for file in ("config.json", "env.json", "summary.json", "curve.csv"):
+        for file in ("config.json", "env.json", "summary.json", "curve.parquet"):
             run = tmp_path / f"c{i}" / "smoke" / runs[0].run_dir.name
             shutil.rmtree(run, ignore_errors=True)
             shutil.copytree(runs[0].run_dir, run)
@@ -324,9 +329,7 @@ def test_valid_records_with_extreme_values_never_break_report_or_compare(base, t
             run = tmp_path / "results" / f"loss{sign}" / "smoke" / r.run_dir.name
             shutil.copytree(r.run_dir, run)
             big = sign * store.MAX_LOSS
-            lines = (run / "curve.csv").read_text().splitlines()
-            body = [",".join([*line.split(",")[:-1], repr(big)]) for line in lines[1:]]
-            (run / "curve.csv").write_text("\n".join([lines[0], *body]) + "\n")
+            store.write_curve(run, [{**row, "loss": big} for row in store.read_curve(run)])
             _edit(run / "summary.json", lambda s, b=big: s.update(min_val_loss=b, final_val_loss=b))
             assert store.validate_record(run) == []
     root = tmp_path / "results"

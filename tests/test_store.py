@@ -166,7 +166,12 @@ def test_write_run_then_load_round_trips_exact_values(tmp_path):
     run = run_path(tmp_path, records)
     assert run.name.startswith("echo-tf_style-5-tanh4-lr0.1-s3-")
     store.write_run(run, *records)
-    assert sorted(p.name for p in run.iterdir()) == ["config.json", "curve.csv", "env.json", "summary.json"]
+    assert sorted(p.name for p in run.iterdir()) == [
+        "config.json",
+        "curve.parquet",
+        "env.json",
+        "summary.json",
+    ]
     loaded = store.load_runs(tmp_path)
     assert loaded.skipped == []
     assert list(loaded.runs.columns)[: len(BRIEF_RUN_COLUMNS)] == BRIEF_RUN_COLUMNS
@@ -213,7 +218,7 @@ def test_write_run_writes_summary_last(tmp_path, monkeypatch):
     real = os.replace
     monkeypatch.setattr(store.os, "replace", lambda a, b: (order.append(Path(b).name), real(a, b)))
     store.write_run(tmp_path / "run", *make_records())
-    assert order == ["config.json", "env.json", "curve.csv", "summary.json"]
+    assert order == ["config.json", "env.json", "curve.parquet", "summary.json"]
 
 
 def test_rewriting_a_run_never_looks_complete_midway(tmp_path, monkeypatch):
@@ -221,10 +226,10 @@ def test_rewriting_a_run_never_looks_complete_midway(tmp_path, monkeypatch):
     store.write_run(run, *make_records())
     assert store.is_complete(run)
 
-    def boom(path, text):
+    def boom(path, data):
         raise OSError("disk full")
 
-    monkeypatch.setattr(store, "write_text_atomic", boom)
+    monkeypatch.setattr(store, "write_bytes_atomic", boom)  # the disk fills while the curve is written
     with pytest.raises(OSError, match="disk full"):
         store.write_run(run, *make_records())
     assert not store.is_complete(run)  # the old summary went first
@@ -341,14 +346,11 @@ def test_load_runs_is_deterministic():
 @pytest.mark.parametrize(
     "damage, reason",
     [
-        (lambda r: (r / "curve.csv").write_text("split,update\nval,1\n"), "curve.csv header"),
         (
-            lambda r: (r / "curve.csv").write_text(
-                "split,update,timesteps,train_wall_s,loss\nval,x,1,1.0,1.0\n"
-            ),
-            "curve.csv line 2 has a non-number",
+            lambda r: (r / "curve.parquet").write_bytes(b"PAR1 not parquet PAR1"),
+            "curve.parquet is unreadable",
         ),
-        (lambda r: (r / "curve.csv").unlink(), "curve.csv is unreadable"),
+        (lambda r: (r / "curve.parquet").unlink(), "curve.parquet is unreadable"),
         (lambda r: (r / "env.json").write_text("{}"), "env.json is missing keys"),
         (
             lambda r: _edit(r / "config.json", lambda c: c["model"].pop("hidden_size")),

@@ -59,9 +59,7 @@ def _records(results: Path) -> dict[str, tuple[list[tuple], dict]]:
     out = {}
     for run in store.iter_run_dirs(results):
         assert store.is_complete(run), run
-        curve = [
-            (r["split"], r["update"], r["timesteps"], r["loss"]) for r in store._read_curve(run / "curve.csv")
-        ]
+        curve = [(r["split"], r["update"], r["timesteps"], r["loss"]) for r in store.read_curve(run)]
         summary = json.loads((run / "summary.json").read_text())
         out[run.name] = (curve, {k: v for k, v in summary.items() if k not in TIMING_FIELDS})
     return out

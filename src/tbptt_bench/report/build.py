@@ -744,7 +744,7 @@ def _deletable_path(out: Path, rel: Any) -> Path | None:
             return None
         if parent in own:
             break
-    if real.name in ("config.json", "env.json", "curve.csv", "summary.json"):
+    if real.name in ("config.json", "env.json", "curve.csv", "curve.parquet", "summary.json"):
         return None
     return path
 

@@ -1,8 +1,7 @@
 """``tbptt-bench export``: the runs and curves of a results folder as parquet or CSV files. Torch-free.
 
 Writes the runs table to ``out`` and the curves (long format, joined on ``run_id``) beside it as
-``<stem>-curves<suffix>``. Parquet needs pyarrow (``pip install -e ".[parquet]"``); CSV needs
-nothing extra. The committed records are only read.
+``<stem>-curves<suffix>``. The committed records are only read.
 
 >>> import tempfile, pathlib
 >>> d = pathlib.Path(tempfile.mkdtemp())
@@ -24,20 +23,13 @@ FORMATS = ("parquet", "csv")
 
 
 class ExportError(BenchError):
-    """An export that cannot be written (unknown format, missing pyarrow)."""
+    """An export that cannot be written (an unknown format)."""
 
 
 def export(results_dir: str | os.PathLike, out: str | os.PathLike, fmt: str = "parquet") -> list[Path]:
     """Write runs to ``out`` and curves to ``<stem>-curves<suffix>``; returns both paths."""
     if fmt not in FORMATS:
         raise ExportError(f"format={fmt!r} is not allowed: use one of {', '.join(FORMATS)}")
-    if fmt == "parquet":
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            raise ExportError(
-                'parquet export needs pyarrow: pip install -e ".[parquet]" (or use --format csv)'
-            ) from None
     runs, curves = load_results(results_dir)
     out = Path(out)
     curves_out = out.with_name(f"{out.stem}-curves{out.suffix}")

@@ -1,7 +1,8 @@
 """The results store: write one run's records atomically, load many runs as tidy DataFrames.
 
 Layout (fixed by the project): ``<root>/<device_tag>/<sweep>/<run_id>/`` holding
-``config.json``, ``env.json``, ``curve.csv`` and, written last, ``summary.json``.
+``config.json``, ``env.json``, ``curve.parquet`` (``curve.csv`` in records written before it; see
+``runs/curves.py``) and, written last, ``summary.json``.
 ``is_complete``: ``summary.json`` exists and parses (cheap). ``validate_record``: the one
 definition of a valid record -- types and bounds of every field, the summary against the curve,
 the folder name against the config's hash -- used by the sweep, the report, compare and
@@ -21,13 +22,10 @@ True
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import math
 import os
-import secrets
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,13 +34,27 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import BenchError
+from .curves import (
+    CURVE_COLUMNS,
+    CURVE_COLUMNS_V2,
+    CURVE_FILE,
+    INT64_MAX,
+    LEGACY_CURVE_FILE,
+    MAX_SECONDS,
+    compact_curve,
+    curve_file,
+    read_curve,
+    write_curve,
+)
+from .record_io import StoreError, _cut, cut_text, write_bytes_atomic, write_json_atomic, write_text_atomic
 
 __all__ = [
     "CONFIG_KEYS",
     "CURVES_COLUMNS",
     "CURVE_COLUMNS",
+    "CURVE_FILE",
     "ENV_KEYS",
+    "LEGACY_CURVE_FILE",
     "RUN_COLUMNS",
     "SUMMARY_KEYS",
     "Claim",
@@ -51,22 +63,23 @@ __all__ = [
     "check_run",
     "claim_run",
     "classify_failure",
+    "compact_curve",
+    "curve_file",
     "cut_text",
     "expected_run_id",
     "is_complete",
     "iter_run_dirs",
     "load_run",
     "load_runs",
+    "read_curve",
     "remove_stale_claims",
     "validate_record",
+    "write_bytes_atomic",
+    "write_curve",
     "write_json_atomic",
     "write_run",
     "write_text_atomic",
 ]
-
-
-class StoreError(BenchError):
-    """Records that do not follow the results schema."""
 
 
 # -- the schema (common brief) ----------------------------------------------------------------
@@ -126,27 +139,20 @@ SUMMARY_OPTIONAL_KEYS = (
     "failure_kind",
     "config_hash",
 )
-CURVE_COLUMNS = ("split", "update", "timesteps", "train_wall_s", "loss")
-#: The newer curve layout: cumulative ``backprop_steps`` right after ``timesteps``.
-CURVE_COLUMNS_V2 = ("split", "update", "timesteps", "backprop_steps", "train_wall_s", "loss")
 STATUSES = ("ok", "diverged", "failed")
 #: Why a run failed: "infrastructure" (its worker was killed, ran out of memory or disk) is retried by
 #: the next sweep; "deterministic" (an exception the run itself raises) only with ``--retry-failed``.
 FAILURE_KINDS = ("infrastructure", "deterministic")
-INT64_MAX = 2**63 - 1
 #: A run whose last validation loss is above this is a blow-up, not a result: the harness records
 #: it "diverged" (the tasks' losses are O(1): CE <= log(vocabulary), MSE of targets in [0, 2];
 #: e.g. a CE of 6.3e29 was recorded "ok"). Transients above it that training recovers from are fine.
 BLOWUP_LOSS = 1e6
-#: Wall times above this (31 years) are damage, not measurements (and break the figures' axes).
-MAX_SECONDS = 1e9
 #: Rates (per second) above this are damage too: ~1e5 times the fastest GPU run measured here.
 MAX_RATE = 1e15
 #: Losses are computed in float32: a finite one beyond its largest value is damage (1e308 broke the
 #: figures' axes).
 MAX_LOSS = 3.4028234663852886e38
 LOSSES = ("ce", "mse")
-SPLITS = ("train", "val")
 #: Folders under a results root that hold derived files, never runs.
 NON_RUN_DIRS = frozenset({"tables", "figures", "benchmarks", "compare"})
 
@@ -233,77 +239,12 @@ CURVES_COLUMNS: dict[str, str] = {
 
 
 # -- writing --------------------------------------------------------------------------------
-def _finite_or_none(obj: Any) -> Any:
-    """JSON has no NaN/inf: non-finite floats are written as null."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Mapping):
-        return {str(k): _finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_or_none(v) for v in obj]
-    return obj
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` via a temp file in the same folder, fsync, ``os.replace``.
-
-    Readers see the old file or the new one, never a half-written one. Creates parent folders.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode honours the umask
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def _json_default(obj: Any) -> Any:
-    """numpy/torch scalars (anything with ``.item()``) as plain numbers; non-finite as null."""
-    if hasattr(obj, "item"):
-        return _finite_or_none(obj.item())
-    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as indented, key-sorted JSON atomically (non-finite floats become null)."""
-    text = json.dumps(_finite_or_none(obj), indent=2, sort_keys=True, allow_nan=False, default=_json_default)
-    write_text_atomic(path, text + "\n")
-
-
 def _check_keys(obj: Any, keys: Sequence[str], what: str) -> None:
     if not isinstance(obj, Mapping):
         raise StoreError(f"{what}={type(obj).__name__} is not allowed: it must be a JSON object (dict)")
     missing = [k for k in keys if k not in obj]
     if missing:
         raise StoreError(f"{what} is missing keys {missing}: required are {list(keys)}")
-
-
-def _curve_csv(rows: Sequence[Mapping[str, Any]]) -> str:
-    """curve.csv text; rows carrying ``backprop_steps`` are written in the newer layout."""
-    columns = CURVE_COLUMNS_V2 if rows and "backprop_steps" in rows[0] else CURVE_COLUMNS
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(columns)
-    for i, row in enumerate(rows):
-        if set(row) != set(columns):
-            raise StoreError(f"curve row {i} has keys {sorted(row)}: exactly {list(columns)} are allowed")
-        if row["split"] not in SPLITS:
-            raise StoreError(f"curve row {i} split={row['split']!r} is not allowed: use one of {SPLITS}")
-        ints = [int(row["update"]), int(row["timesteps"])]
-        if "backprop_steps" in row:
-            ints.append(int(row["backprop_steps"]))
-        w.writerow([row["split"], *ints, repr(float(row["train_wall_s"])), repr(float(row["loss"]))])
-    return buf.getvalue()
 
 
 def write_run(
@@ -313,7 +254,7 @@ def write_run(
     curve_rows: Sequence[Mapping[str, Any]],
     summary: Mapping,
 ) -> None:
-    """Write one run: config.json, env.json, curve.csv, then summary.json last (each atomically).
+    """Write one run: config.json, env.json, curve.parquet, then summary.json last (each atomically).
 
     An existing summary.json is removed first, so a folder being rewritten never looks complete
     while it mixes two runs. Missing schema keys raise ``StoreError`` before anything is written.
@@ -323,13 +264,16 @@ def write_run(
     _check_keys(summary, SUMMARY_KEYS, "summary")
     if summary["status"] not in STATUSES:
         raise StoreError(f"summary status={summary['status']!r} is not allowed: use one of {STATUSES}")
-    curve_text = _curve_csv(curve_rows)
+    from .curves import curve_parquet
+
+    curve_bytes = curve_parquet(curve_rows)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "summary.json").unlink(missing_ok=True)
     write_json_atomic(run_dir / "config.json", config)
     write_json_atomic(run_dir / "env.json", env)
-    write_text_atomic(run_dir / "curve.csv", curve_text)
+    write_bytes_atomic(run_dir / CURVE_FILE, curve_bytes)
+    (run_dir / LEGACY_CURVE_FILE).unlink(missing_ok=True)  # a rerun of an old record: one curve only
     write_json_atomic(run_dir / "summary.json", summary)
 
 
@@ -463,75 +407,6 @@ def iter_run_dirs(root: str | os.PathLike) -> Iterator[Path]:
             continue
         stack.extend(c for c in children if not c.name.startswith((".", "_")) and c.name not in NON_RUN_DIRS)
     yield from sorted(found)
-
-
-def _read_curve(path: Path) -> list[dict]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise StoreError(f"curve.csv is unreadable: {e}") from None
-    if text and not text.endswith("\n"):  # every row ends in a newline: a cut inside the last row
-        raise StoreError("curve.csv is truncated: its last row has no newline")  # can leave valid numbers
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
-    if header is None or tuple(header) not in (CURVE_COLUMNS, CURVE_COLUMNS_V2):
-        raise StoreError(f"curve.csv header {_cut(header)} is not {list(CURVE_COLUMNS)}")
-    columns = tuple(header)
-    v2 = columns == CURVE_COLUMNS_V2
-    n_cols = len(columns)
-    rows = []
-    for n, rec in enumerate(reader, start=2):
-        if len(rec) != n_cols or rec[0] not in SPLITS:
-            raise StoreError(f"curve.csv line {n} is malformed: {_cut(rec)}")
-        try:  # positions, not a dict per row: the full results hold over a million rows
-            if v2:
-                row = {
-                    "split": rec[0],
-                    "update": int(rec[1]),
-                    "timesteps": int(rec[2]),
-                    "backprop_steps": int(rec[3]),
-                    "train_wall_s": float(rec[4]),
-                    "loss": float(rec[5]),
-                }
-                counts = (row["update"], row["timesteps"], row["backprop_steps"])
-            else:
-                row = {
-                    "split": rec[0],
-                    "update": int(rec[1]),
-                    "timesteps": int(rec[2]),
-                    "train_wall_s": float(rec[3]),
-                    "loss": float(rec[4]),
-                }
-                counts = (row["update"], row["timesteps"])
-        except ValueError:
-            raise StoreError(f"curve.csv line {n} has a non-number: {_cut(rec)}") from None
-        if min(counts) < 0 or max(counts) > INT64_MAX:
-            raise StoreError(f"curve.csv line {n} has a count outside [0, 2**63-1]: {_cut(rec)}")
-        wall = row["train_wall_s"]
-        if not 0.0 <= wall <= MAX_SECONDS:  # NaN fails too
-            raise StoreError(
-                f"curve.csv line {n} train_wall_s={wall!r} is not a time in [0, {MAX_SECONDS:g}] s"
-            )
-        rows.append(row)
-    return rows
-
-
-def _cut(value: Any, limit: int = 120) -> str:
-    """``repr`` cut to ``limit`` characters: a problem line never echoes a huge damaged value."""
-    return cut_text(repr(value), limit)
-
-
-def cut_text(text: str, limit: int = 400) -> str:
-    """``text`` itself when short, else its start and how long it was (error lines stay readable).
-
-    >>> cut_text("x" * 1000, 40)
-    'xxxxxxxxxxxxxxxxxxxxxxxx... (1000 chars)'
-    """
-    text = str(text)
-    if len(text) <= limit:
-        return text
-    tail = f"... ({len(text)} chars)"
-    return text[: max(0, limit - len(tail))] + tail
 
 
 # -- the one definition of a valid record ------------------------------------------------------
@@ -760,40 +635,40 @@ def _consistency(run_dir: Path, config: dict, summary: dict, curve: list[dict]) 
     problems = []
     status = summary.get("status")
     diverged = status == "diverged"
+    name = curve_file(run_dir).name
+    first = 2 if name == LEGACY_CURVE_FILE else 1  # a CSV's first row is line 2, under the header
     for i, row in enumerate(curve):
         if not math.isfinite(row["loss"]) and not diverged:
             problems.append(
-                f"curve.csv row {i + 2} loss={row['loss']!r} is not finite in a run with status {status!r}"
+                f"{name} row {i + first} loss={row['loss']!r} is not finite in a run with status {status!r}"
             )
             break
         if math.isfinite(row["loss"]) and abs(row["loss"]) > MAX_LOSS:
             problems.append(
-                f"curve.csv row {i + 2} loss={row['loss']!r} is beyond float32 (|loss| <= {MAX_LOSS:g})"
+                f"{name} row {i + first} loss={row['loss']!r} is beyond float32 (|loss| <= {MAX_LOSS:g})"
             )
             break
     train = [r for r in curve if r["split"] == "train"]
     updates = summary.get("updates")
     if isinstance(updates, int) and not isinstance(updates, bool):
         if len(train) != updates:
-            problems.append(
-                f"curve.csv has {len(train)} train rows but summary.json counts {updates} updates"
-            )
+            problems.append(f"{name} has {len(train)} train rows but summary.json counts {updates} updates")
         elif train and train[-1]["update"] != updates:
             problems.append(
-                f"curve.csv's last train row is update {train[-1]['update']} but summary.json counts {updates}"
+                f"{name}'s last train row is update {train[-1]['update']} but summary.json counts {updates}"
             )
     ts = summary.get("timesteps")
     if train and isinstance(ts, int) and train[-1]["timesteps"] != ts:
-        problems.append(f"curve.csv ends at timestep {train[-1]['timesteps']} but summary.json says {ts}")
+        problems.append(f"{name} ends at timestep {train[-1]['timesteps']} but summary.json says {ts}")
     val = [r["loss"] for r in curve if r["split"] == "val" and math.isfinite(r["loss"])]
     mv = summary.get("min_val_loss")
     if isinstance(mv, (int, float)) and not isinstance(mv, bool) and math.isfinite(mv):
         if not val or not math.isclose(mv, min(val), rel_tol=1e-9, abs_tol=1e-12):
             have = f"min {min(val)!r}" if val else "no finite validation loss"
-            problems.append(f"summary.json min_val_loss={mv!r} disagrees with curve.csv ({have})")
+            problems.append(f"summary.json min_val_loss={mv!r} disagrees with {name} ({have})")
     elif mv is None and val:
         problems.append(
-            f"summary.json min_val_loss is null but curve.csv has validation losses (min {min(val)!r})"
+            f"summary.json min_val_loss is null but {name} has validation losses (min {min(val)!r})"
         )
     at = summary.get("diverged_at_update")
     if diverged and at is None:
@@ -858,7 +733,7 @@ def _read_record(run_dir: Path) -> tuple[dict, dict, dict, list[dict], list[str]
         "summary.json",
         optional=SUMMARY_OPTIONAL_KEYS,
     )
-    curve = _read_curve(run_dir / "curve.csv")
+    curve = read_curve(run_dir)
     if not problems:  # consistency needs well-typed fields
         problems += _consistency(run_dir, config, summary, curve)
     return config, env, summary, curve, problems
@@ -873,7 +748,7 @@ def validate_record(run_dir: str | os.PathLike) -> list[str]:
     - the four files parse; config.json, env.json and summary.json have every required key and
       each field its type (text is text, integers within int64 and >= 0 where counts, numbers
       finite and within bounds), the newer summary keys (``SUMMARY_OPTIONAL_KEYS``) only when present;
-    - curve.csv has one of the two headers, whole rows, finite losses unless the run diverged;
+    - the curve (parquet, or CSV in older records) has one of the two layouts, whole rows, finite losses unless the run diverged;
     - the summary agrees with the curve (one train row per update, last timestep, min val loss)
       and with its status; the folder name is the run id the config hashes to.
 
