@@ -18,6 +18,10 @@ Writes ``compare.md``, ``compare.csv``, ``compare.png`` (when there is an overla
 ``benchmarks.csv`` (when there are benchmark files) into ``out_dir``; files whose bytes would not
 change are left alone. Returns the paths.
 
+Reading and pairing the runs is in ``compare_runs.py``, the benchmark JSON in
+``compare_benchmarks.py``; this module renders both (Markdown, CSV, the figure) and keeps
+every name it had importable.
+
 >>> import tempfile
 >>> d = tempfile.mkdtemp()
 >>> [p.name for p in compare([d], tempfile.mkdtemp())]
@@ -26,169 +30,39 @@ change are left alone. Returns the paths.
 
 from __future__ import annotations
 
-import json
-import logging
-import math
 import os
-import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..errors import BenchError
-from ..runs import store
 from .cells import csv_text, fmt_lr
+from .compare_benchmarks import _bench_files, _bench_speedup, benchmark_timings  # noqa: F401
+from .compare_runs import (  # noqa: F401  (every old name stays importable from here)
+    ENV_KEYS,
+    KEY,
+    SHORT_RUN_S,
+    Source,
+    _finite,
+    _mean,
+    _ratio,
+    _ratio_sd,
+    _read,
+    _records,
+    _sd,
+    geometric_mean,
+    log,
+    run_timings,
+)
 from .markdown import md_table
 
 __all__ = ["CompareError", "Source", "benchmark_timings", "compare", "run_timings"]
 
-log = logging.getLogger("tbptt_bench.report.compare")
 MiB = 1024.0 * 1024.0
-KEY = ("task", "sweep", "cell", "hidden_size", "optimizer", "style_spec", "lr")
-#: A run that trained for less than this is marked †: its rate is dominated by start-up costs.
-SHORT_RUN_S = 1.0
 DAGGER = "†"
 
 
 class CompareError(BenchError):
     """compare was given folders it cannot use."""
-
-
-@dataclass(frozen=True)
-class Source:
-    """One device's runs from one of the given folders."""
-
-    index: int  # position of its folder in the arguments
-    folder: Path
-    device_tag: str
-    label: str
-    env: tuple[tuple[str, Any], ...] = ()  # torch/CUDA/cuDNN/Python versions, device name
-
-    def env_value(self, key: str) -> Any:
-        return dict(self.env).get(key)
-
-
-def _read(path: Path) -> dict:
-    obj = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path.name} is not a JSON object")
-    return obj
-
-
-def _records(folder: Path, warn: bool = True) -> list[dict]:
-    """One flat record per complete run under ``folder``: what compare needs, without curves."""
-    out = []
-    for d in store.iter_run_dirs(folder):
-        problems = store.validate_record(d)  # the one definition of a valid record (docs/reliability.md)
-        if problems:
-            log.log(logging.WARNING if warn else logging.DEBUG, "skipped run folder %s: %s", d, problems[0])
-            continue
-        try:
-            summary, config, env = (_read(d / f) for f in ("summary.json", "config.json", "env.json"))
-            out.append(
-                {
-                    "device_tag": d.parent.parent.name,
-                    "task": str(config["task"]),
-                    "sweep": str(config["sweep"]),
-                    "cell": str(config["model"]["cell"]),
-                    "hidden_size": int(config["model"]["hidden_size"]),
-                    "optimizer": str(config["optimizer"]["name"]),
-                    "style_spec": str(config["style"]["spec"]),
-                    "style_label": str(config["style"]["label"]),
-                    "lr": float(config["optimizer"]["lr"]),
-                    "seed": config.get("seed"),
-                    "status": summary["status"],
-                    "timesteps_per_s": summary.get("timesteps_per_s"),
-                    "train_wall_s": summary.get("train_wall_s"),
-                    "peak_mem_bytes": summary.get("peak_mem_bytes"),
-                    "peak_mem_source": summary.get("peak_mem_source"),
-                    "saved_bytes": summary.get("saved_for_backward_peak_bytes"),
-                    "env": env,
-                }
-            )
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            reason = "incomplete: no summary.json" if not (d / "summary.json").exists() else str(e)
-            log.log(logging.WARNING if warn else logging.DEBUG, "skipped run folder %s: %s", d, reason)
-    return out
-
-
-def _finite(vs: Sequence[Any]) -> list[float]:
-    out = []
-    for v in vs:
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(f):
-            out.append(f)
-    return out
-
-
-def _mean(vs: Sequence[Any]) -> float | None:
-    xs = _finite(vs)
-    return statistics.fmean(xs) if xs else None
-
-
-def _sd(vs: Sequence[Any]) -> float | None:
-    xs = _finite(vs)
-    return statistics.stdev(xs) if len(xs) > 1 else None
-
-
-ENV_KEYS = ("device_name", "torch_version", "cuda_version", "cudnn_version", "python_version", "cpu_model")
-
-
-def run_timings(
-    dirs: Sequence[Path], warn: bool = True
-) -> tuple[list[Source], dict[tuple, dict[Source, dict]]]:
-    """Sources in argument order and {key: {source: {tps, tps_sd, peak, runs, short, ...}}} (ok runs)."""
-    loaded = [(i, Path(d), _records(Path(d), warn)) for i, d in enumerate(dirs)]
-    tag_count: dict[str, int] = {}
-    for _, _, recs in loaded:
-        for tag in sorted({r["device_tag"] for r in recs}):
-            tag_count[tag] = tag_count.get(tag, 0) + 1
-    sources: list[Source] = []
-    per_key: dict[tuple, dict[Source, dict]] = {}
-    for i, folder, recs in loaded:
-        for tag in sorted({r["device_tag"] for r in recs}):
-            mine = [r for r in recs if r["device_tag"] == tag]
-            env0 = mine[0]["env"]
-            label = tag if tag_count[tag] == 1 else f"{tag} (dir {i + 1}: {folder.name or folder})"
-            src = Source(i, folder, tag, label, tuple((k, env0.get(k)) for k in ENV_KEYS))
-            sources.append(src)
-            groups: dict[tuple, list[dict]] = {}
-            for r in mine:
-                if r["status"] == "ok":
-                    groups.setdefault(tuple(r[k] for k in KEY), []).append(r)
-            for key, rs in groups.items():
-                rs.sort(key=lambda r: (r["seed"] is None, r["seed"] or 0))
-                walls = _finite([r["train_wall_s"] for r in rs])
-                per_key.setdefault(key, {})[src] = {
-                    "runs": len(rs),
-                    "style_label": rs[0]["style_label"],
-                    "device_name": rs[0]["env"].get("device_name"),
-                    "timesteps_per_s": _mean([r["timesteps_per_s"] for r in rs]),
-                    "timesteps_per_s_sd": _sd([r["timesteps_per_s"] for r in rs]),
-                    "peak_mem_bytes": _mean([r["peak_mem_bytes"] for r in rs]),
-                    "peak_mem_source": rs[0]["peak_mem_source"],
-                    "saved_bytes": _mean([r["saved_bytes"] for r in rs]),
-                    "min_train_wall_s": min(walls) if walls else None,
-                    "short": bool(walls) and min(walls) < SHORT_RUN_S,
-                }
-    return sources, per_key
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None or b == 0 else a / b
-
-
-def _ratio_sd(e: dict, base: dict) -> float | None:
-    """sd of a/b from the seeds' sds (first-order error propagation); None with single seeds."""
-    a, b = e["timesteps_per_s"], base["timesteps_per_s"]
-    if not a or not b:
-        return None
-    ra, rb = (e["timesteps_per_s_sd"] or 0) / a, (base["timesteps_per_s_sd"] or 0) / b
-    return None if ra == 0 and rb == 0 else (a / b) * math.hypot(ra, rb)
 
 
 def _fmt(x: float | None, spec: str, suffix: str = "") -> str:
@@ -204,90 +78,6 @@ def _tps_text(e: dict) -> str:
     if e["timesteps_per_s_sd"] is not None:
         text += f" ± {e['timesteps_per_s_sd']:,.0f}"
     return text + (f" ({e['runs']})" if e["runs"] > 1 else "") + (f" {DAGGER}" if e["short"] else "")
-
-
-def geometric_mean(xs: Sequence[float]) -> float | None:
-    """exp(mean(log x)) of the positive values; None when there are none.
-
-    >>> round(geometric_mean([2.0, 8.0]), 6)
-    4.0
-    """
-    ys = [math.log(x) for x in xs if x is not None and x > 0 and math.isfinite(x)]
-    return math.exp(statistics.fmean(ys)) if ys else None
-
-
-# -- pytest-benchmark JSON ----------------------------------------------------------------------
-def _bench_files(folder: Path) -> list[Path]:
-    """JSON under FOLDER/benchmarks/ (any depth); for a device folder without one, its parent's."""
-    if folder.name == "benchmarks":
-        root = folder
-    elif (folder / "benchmarks").is_dir() or not (folder.parent / "benchmarks").is_dir():
-        root = folder / "benchmarks"
-    else:
-        root = folder.parent / "benchmarks"
-    return sorted(root.rglob("*.json")) if root.is_dir() else []
-
-
-def benchmark_timings(
-    dirs: Sequence[Path], prefer: Sequence[str] = ()
-) -> tuple[list[str], dict[tuple, dict[str, dict]]]:
-    """Devices and {(test, style, size, impl): {device: {name, median_s, timesteps_per_s, T, file}}}.
-
-    The key leaves the device out (pytest-benchmark groups such as ``full() | cpu | small`` name
-    it, so keying on them paired nothing). Devices named in ``prefer`` come first, the rest in
-    order of appearance. Each file is read once; later files (by path) win on repeats.
-    """
-    seen: list[str] = []
-    table: dict[tuple, dict[str, dict]] = {}
-    files = list(dict.fromkeys(p.resolve() for folder in dirs for p in _bench_files(Path(folder))))
-    for path in files:
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-            if isinstance(doc, dict) and "benchmarks" not in doc and "machine_info" not in doc:
-                continue  # another JSON kept beside them (e.g. a probe report)
-            machine, benches = doc.get("machine_info") or {}, doc["benchmarks"]
-            for b in benches:
-                extra, params = b.get("extra_info") or {}, b.get("params") or {}
-                cpu = (
-                    (machine.get("cpu") or {}).get("brand_raw")
-                    if isinstance(machine.get("cpu"), dict)
-                    else None
-                )
-                device = str(
-                    extra.get("device_name")
-                    or machine.get("device_name")
-                    or extra.get("device")
-                    or cpu
-                    or path.parent.name
-                )
-                key = (
-                    str(b["name"]).split("[", 1)[0],
-                    str(extra.get("style") or params.get("style") or b["name"]),
-                    str(extra.get("size") or params.get("size") or ""),
-                    str(extra.get("impl") or params.get("impl") or ""),
-                )
-                if device not in seen:
-                    seen.append(device)
-                tps = extra.get("timesteps_per_s")
-                table.setdefault(key, {})[device] = {
-                    "name": b["name"],
-                    "median_s": float(b["stats"]["median"]),
-                    "timesteps_per_s": None if tps is None else float(tps),
-                    "T": extra.get("T"),
-                    "file": path,
-                }
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-            log.warning("skipped benchmark file %s: %s", path, e)
-    devices = [d for d in dict.fromkeys(prefer) if d in seen] + [d for d in seen if d not in prefer]
-    return devices, table
-
-
-def _bench_speedup(row: dict, base: dict | None) -> float | None:
-    if base is None:
-        return None
-    if row["timesteps_per_s"] is not None and base["timesteps_per_s"] is not None:
-        return _ratio(row["timesteps_per_s"], base["timesteps_per_s"])
-    return _ratio(base["median_s"], row["median_s"])
 
 
 def _write(path: Path, text: str, written: list[Path]) -> None:

@@ -68,7 +68,7 @@ def _at(c: Cell) -> str:
 
 def _paired_sentence(cells: Sequence[Cell], n: int) -> list[str]:
     """'- n = 5, paired ...': each trained style's difference to TF-style(n) with its 95% interval."""
-    from .fair import block_rows, delta_text  # fair builds on this module; imported when used
+    from .fair_blocks import block_rows, delta_text  # the fair tables' numbers; imported when used
 
     rows = block_rows(cells, lambda s: s.final, lambda s: s.final, n)
     ref = next((r for r in rows if r.cell.style_preset == "tf_style" and r.cell.n == n), None)
