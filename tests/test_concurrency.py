@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tbptt_bench.runs import harness, store, sweep
+from tbptt_bench.runs import harness, planning, store, sweep
 from tbptt_bench.runs.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -278,7 +278,7 @@ def test_a_run_held_by_a_stopped_process_is_said_then_left_out_after_the_timeout
     try:
         assert holder.stdout.readline().strip() == "True"
         os.kill(holder.pid, signal.SIGSTOP)
-        monkeypatch.setattr(sweep, "LOCK_WARN_S", 0.3)
+        monkeypatch.setattr(planning, "LOCK_WARN_S", 0.3)  # read by planning._Queue
         counts = sweep.execute([run], tmp_path, "cpu", quiet=True, lock_timeout_s=1.5)
     finally:
         os.kill(holder.pid, signal.SIGKILL)

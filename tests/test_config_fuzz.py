@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tbptt_bench import cli
-from tbptt_bench.runs import sweep
+from tbptt_bench.runs import planning, sweep
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -507,7 +507,7 @@ def test_a_run_too_big_is_refused_at_the_door_with_its_estimate(no_training, fuz
 
 
 def test_a_huge_vocabulary_is_refused_by_its_parameter_memory(no_training, fuzz_dir, monkeypatch):
-    monkeypatch.setattr(sweep, "machine_memory_bytes", lambda: 64 * 2**30)  # any machine: 64 GiB
+    monkeypatch.setattr(planning, "machine_memory_bytes", lambda: 64 * 2**30)  # any machine: 64 GiB
     lang = BASE_SPECS["language"]
     doc = {**lang, "task": {**lang["task"], "params": {**lang["task"].get("params", {}), "vocab": 10**9}}}
     path = fuzz_dir / "vocab.toml"

@@ -29,7 +29,7 @@ import pytest
 
 from tbptt_bench import cli
 from tbptt_bench.report import build as report
-from tbptt_bench.runs import harness, store, sweep
+from tbptt_bench.runs import backends, harness, store, sweep
 from tbptt_bench.runs.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -336,7 +336,7 @@ def test_a_sweep_on_a_full_disk_stops_with_one_line_and_a_later_sweep_completes_
 
     results = tmp_path / "results"
     # workers forked from this process inherit the full disk (the forkserver would not)
-    monkeypatch.setattr(sweep, "_context", lambda: mp.get_context("fork"))
+    monkeypatch.setattr(backends, "_context", lambda: mp.get_context("fork"))
     monkeypatch.setattr(os, "replace", _enospc_at(1))
     monkeypatch.setenv("TBPTT_BENCH_MACHINE", "test-box")  # no generic-CPU warning line; restored after
     status = cli.main(["sweep", "echo", "--preset", "smoke", "--results", str(results)])

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tbptt_bench import cli
-from tbptt_bench.runs import store, sweep
+from tbptt_bench.runs import backends, planning, store, sweep
 from tbptt_bench.runs.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -158,7 +158,7 @@ def _fork_workers(monkeypatch) -> None:
 
     import torch._dynamo  # noqa: F401 - imported once here, not in every forked worker
 
-    monkeypatch.setattr(sweep, "_context", lambda: mp.get_context("fork"))
+    monkeypatch.setattr(backends, "_context", lambda: mp.get_context("fork"))
 
 
 def _summaries(results: Path) -> dict[str, dict]:
@@ -249,14 +249,14 @@ def test_a_damaged_folder_that_cannot_be_removed_is_left_out_and_the_sweep_goes_
     stuck = sweep.plan([spec], "smoke", tag, results, styles_override=styles)[0].run_dir
     stuck.mkdir(parents=True)
     (stuck / "summary.json").write_text("{garbage")
-    real = sweep.shutil.rmtree
+    real = planning.shutil.rmtree
 
     def rmtree(path, *a, **k):
         if Path(path) == stuck:
             raise PermissionError(13, "Permission denied", str(path))
         return real(path, *a, **k)
 
-    monkeypatch.setattr(sweep.shutil, "rmtree", rmtree)
+    monkeypatch.setattr(planning.shutil, "rmtree", rmtree)
     plan = sweep.plan([spec], "smoke", tag, results, styles_override=styles)
     assert [r.state for r in plan] == ["incomplete", "pending"]
     counts = sweep.execute(plan, results, "cpu", quiet=True)

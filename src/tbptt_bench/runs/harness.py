@@ -4,6 +4,8 @@
 (config, env, curve rows, summary) without touching the disk, so a Ray worker can send them back
 to the driver; ``execute_run(config, results_root, device)`` also writes them (``write_record``:
 a temp folder swapped into place, so a folder never looks complete while it mixes two runs).
+The plan of a run lives in ``runs/run_plan.py``; ``base_config``, the summary and ``write_record``
+in ``runs/records.py`` (all re-exported here).
 
 >>> from tbptt_bench.runs.spec import Budget, RunConfig
 >>> cfg = RunConfig(task="echo", task_params={}, cell="tanh", hidden_size=4, optimizer="adagrad",
@@ -44,13 +46,8 @@ reset, else ``ru_maxrss`` of the process (the sweep gives every CPU run a fresh 
 from __future__ import annotations
 
 import copy
-import errno
 import math
-import os
 import random
-import resource
-import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,7 +57,21 @@ from typing import Any
 from ..errors import BenchError
 from ..styles import Style, parse_style
 from . import envinfo, store
-from .spec import OPTIMIZERS, Budget, RunConfig, style_slug
+
+# What the harness uses, plus re-exports (noqa: F401): the plan and the record helpers lived here
+# before run_plan.py and records.py were split out, and callers and tests use them as ``harness.X``.
+from .records import (  # noqa: F401
+    RunRecord,
+    _failure_kind,
+    _rss_bytes,
+    _summary,
+    base_config,
+    failed_record,
+    run_dir_for,
+    write_record,
+)
+from .run_plan import RunPlan, Segment, eval_schedule, plan_run
+from .spec import OPTIMIZERS, Budget, RunConfig, style_slug  # noqa: F401
 
 __all__ = [
     "TEST_SEED_OFFSET",
@@ -90,107 +101,12 @@ class HarnessError(BenchError):
     """A run config that cannot be built (unknown task or cell, or a cell the task does not allow)."""
 
 
-@dataclass(frozen=True)
-class RunRecord:
-    """What one run produced, in the results schema (see the common brief)."""
-
-    config: dict[str, Any]
-    env: dict[str, Any]
-    curve: list[dict[str, Any]]
-    summary: dict[str, Any]
-
-
 class _Diverged(Exception):
     """A non-finite loss, or a run that ends with its validation loss beyond ``store.BLOWUP_LOSS``."""
 
     def __init__(self, update: int):
         super().__init__(f"non-finite or blown-up loss at update {update}")
         self.update = update
-
-
-# -- the plan: what trains, and when it is evaluated ------------------------------------------
-@dataclass(frozen=True)
-class Segment:
-    """A stretch of training stream trained from a fresh (zero) state.
-
-    Steps ``[start, start + length)`` of the training stream of ``epoch``
-    (``task.make_train(seed, epoch, batch, stream_len)``); ``offset`` = run timesteps before it.
-    """
-
-    epoch: int
-    start: int
-    length: int
-    stream_len: int
-    offset: int
-
-
-@dataclass(frozen=True)
-class RunPlan:
-    """Segments, the budget-axis position of every update, and the evaluation schedule."""
-
-    mode: str
-    axis: str  #: "timesteps" or "updates": the axis the schedule's points live on
-    segments: tuple[Segment, ...]
-    update_positions: tuple[int, ...]  #: position of update i+1 on ``axis``
-    schedule: tuple[int, ...]  #: evaluation points on ``axis``, increasing, starting at 0
-
-    @property
-    def timesteps(self) -> int:
-        return sum(s.length for s in self.segments)
-
-    def describe(self) -> dict[str, Any]:
-        """What ``config.json`` records, so a table can say how each style was trained."""
-        # Where the hidden state starts from zero: at each epoch's stream (data; updates with a
-        # fixed k1, whose one stream is U * k1 long), at each of U rows (updates with k1 = the
-        # whole row: full BPTT), at each episode (episodic).
-        if self.mode == "episodic":
-            resets = "per episode"
-        elif self.mode == "updates" and len(self.segments) > 1:
-            resets = "per row"
-        else:
-            resets = "per stream"
-        return {
-            "mode": self.mode,
-            "eval_axis": self.axis,
-            "eval_schedule": list(self.schedule),
-            "segments": len(self.segments),
-            "segment_len": sorted({s.length for s in self.segments}),
-            "state_reset": resets,
-            "planned_updates": len(self.update_positions),
-            "planned_timesteps": self.timesteps,
-        }
-
-
-def eval_schedule(total: int, points: int) -> tuple[int, ...]:
-    """round(linspace(0, total, points)) as distinct integers (timesteps or updates).
-
-    >>> eval_schedule(60, 10)
-    (0, 7, 13, 20, 27, 33, 40, 47, 53, 60)
-    """
-    return tuple(sorted({round(total * i / (points - 1)) for i in range(points)}))
-
-
-def plan_run(budget: Budget, style: Style) -> RunPlan:
-    """The segments and evaluation schedule of a run (module doc, "What trains")."""
-    b = budget
-    if b.mode == "data":
-        segs = [Segment(e, 0, b.row_len, b.row_len, e * b.row_len) for e in range(b.epochs)]
-    elif b.mode == "episodic":
-        n, per = b.episode_len, b.row_len // b.episode_len
-        segs = [
-            Segment(e, j * n, n, b.row_len, e * b.row_len + j * n)
-            for e in range(b.epochs)
-            for j in range(per)
-        ]
-    elif style.k1 is not None:  # updates: one stream exactly long enough for U updates of k1 steps
-        segs = [Segment(0, 0, b.updates * style.k1, b.updates * style.k1, 0)]
-    else:  # updates, k1 = the whole row (full BPTT): U fresh rows, one update each, state reset per row
-        segs = [Segment(i, 0, b.row_len, b.row_len, i * b.row_len) for i in range(b.updates)]
-    times = [s.offset + t for s in segs for t in style.update_times(s.length)]
-    axis = "updates" if b.mode == "updates" else "timesteps"
-    positions = tuple(range(1, len(times) + 1)) if axis == "updates" else tuple(times)
-    total = len(times) if axis == "updates" else sum(s.length for s in segs)
-    return RunPlan(b.mode, axis, tuple(segs), positions, eval_schedule(total, b.eval_points))
 
 
 def check_config(config: RunConfig) -> Any:
@@ -227,71 +143,6 @@ def _clock(device: str) -> float:
     """Seconds, read after the device has finished its queued work."""
     envinfo.synchronize(device)
     return time.perf_counter()
-
-
-def _rss_bytes() -> int:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss if sys.platform == "darwin" else rss * 1024)  # macOS reports bytes, Linux KiB
-
-
-def base_config(config: RunConfig, device: str) -> dict[str, Any]:
-    """``config.json`` as far as it is known without building the task (references and the
-    ``protocol`` come when the run is built)."""
-    try:
-        from ..tasks import task_class
-
-        loss = getattr(task_class(config.task), "loss", None)
-    except (ImportError, BenchError):
-        loss = None
-    return {
-        # Folder-safe: the report names folders by it ("pkg.mod:Class" -> "pkg.mod-class").
-        "task": style_slug(config.task),
-        "task_source": config.task,  # the name the spec gave, importable if it has a ':'
-        "task_params": config.to_dict()["task_params"],
-        "loss": loss,
-        "references": {"optimal": None},
-        "reference_notes": {},
-        "style": parse_style(config.style).to_dict(),
-        "model": {"cell": config.cell, "hidden_size": config.hidden_size},
-        "optimizer": {"name": config.optimizer, "lr": config.lr},
-        "clip": config.clip,
-        "budget": config.budget.to_dict(),
-        "protocol": None,
-        "seed": config.seed,
-        "sweep": config.sweep,
-        "device": device,
-        "config_hash": config.config_hash,
-    }
-
-
-def failed_record(
-    config: RunConfig, device: str, error: str, failure_kind: str = "infrastructure"
-) -> RunRecord:
-    """The record of a run whose worker died before reporting (written by the sweep driver).
-
-    ``failure_kind``: "infrastructure" (killed, out of memory or disk: the next sweep retries it)
-    or "deterministic" (the run's own exception: retried only with ``--retry-failed``).
-    """
-    summary = {k: None for k in (*store.SUMMARY_KEYS, *store.SUMMARY_OPTIONAL_KEYS)}
-    summary.update(
-        status="failed",
-        error=error,
-        failure_kind=failure_kind,
-        config_hash=config.config_hash,
-        train_wall_s=0.0,
-        eval_wall_s=0.0,
-        warmup_updates=0,
-        updates=0,
-        timesteps=0,
-        forward_steps=0,
-        backprop_steps=0,
-        peak_mem_source="cuda_max_allocated" if device == "cuda" else "ru_maxrss",
-        clip_rate=0.0,
-        engine_path="none",
-    )
-    return RunRecord(
-        config=base_config(config, device), env=envinfo.collect(device), curve=[], summary=summary
-    )
 
 
 # -- 1. building a run ------------------------------------------------------------------------
@@ -574,94 +425,6 @@ def run_record(config: RunConfig, device: str, progress: Progress | None = None)
     summary = _summary(loop, config, device, status, error, diverged_at)
     summary.update(test_loss=test_loss, failure_kind=kind)
     return RunRecord(config=cfg_out, env=env, curve=loop.curve, summary=summary)
-
-
-def _failure_kind(e: BaseException) -> str:
-    """ "infrastructure" for exhaustion of the machine (memory, disk): the next sweep retries the run;
-    "deterministic" for the run's own exceptions (same config, same error): kept."""
-    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
-        return "infrastructure"
-    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-        return "infrastructure"
-    return store.classify_failure(f"{type(e).__name__}: {e}")
-
-
-def _summary(
-    loop: _Loop, config: RunConfig, device: str, status: str, error: str | None, diverged_at: int | None
-) -> dict[str, Any]:
-    import torch
-
-    finite = [v for v in loop.val if math.isfinite(v)]
-    last = loop.val[-3:]  # the primary metric: the mean of the last 3 scheduled evaluations
-    final = sum(last) / len(last) if status == "ok" and last and all(map(math.isfinite, last)) else None
-    updates, train_s = loop.updates, loop.train_s
-    warmed = loop.warm is not None and updates > config.budget.warmup_updates
-    warm_n, (warm_s, warm_ts) = (config.budget.warmup_updates, loop.warm) if warmed else (0, (0.0, 0))
-    span = train_s - warm_s
-    rated = span > 0 and updates > warm_n
-    on_cuda = device == "cuda" and torch.cuda.is_available()
-    return {
-        "status": status,
-        "error": error,
-        "final_val_loss": final,
-        "min_val_loss": min(finite) if finite else None,
-        "best_val_before_divergence": (min(finite) if finite else None) if status == "diverged" else None,
-        "test_loss": None,
-        "train_wall_s": train_s,
-        "eval_wall_s": loop.eval_s,
-        "warmup_updates": warm_n,
-        "updates": updates,
-        "timesteps": loop.timesteps,
-        "forward_steps": loop.forward_steps,
-        "backprop_steps": loop.backprop_steps,
-        "updates_per_s": (updates - warm_n) / span if rated else None,
-        "timesteps_per_s": (loop.timesteps - warm_ts) / span if rated else None,
-        "peak_mem_bytes": int(torch.cuda.max_memory_allocated()) if on_cuda else _rss_bytes(),
-        "peak_mem_source": "cuda_max_allocated" if on_cuda else "ru_maxrss",
-        "saved_for_backward_peak_bytes": loop.saved,
-        "clip_rate": loop.clipped / updates if updates else 0.0,
-        "diverged_at_update": diverged_at,
-        "failure_kind": None,
-        "engine_path": loop.path or "none",
-        "config_hash": config.config_hash,
-    }
-
-
-def run_dir_for(results_root: str | Path, device_tag: str, config: RunConfig) -> Path:
-    """``<results>/<device_tag>/<sweep>/<run_id>``."""
-    return Path(results_root) / device_tag / config.sweep / config.run_id
-
-
-def write_record(run_dir: str | Path, record: RunRecord) -> None:
-    """Write a run into a hidden temp folder, then swap it into ``run_dir`` (replacing an old one).
-
-    A crash leaves either the old run, the new run, or no run folder (plus hidden leftovers the
-    store ignores and the sweep cleans) -- never a complete-looking folder mixing two runs.
-    """
-    run_dir = Path(run_dir)
-    tmp = run_dir.parent / f".tmp-{run_dir.name}-{os.getpid()}"
-    old = run_dir.parent / f".old-{run_dir.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        store.write_run(tmp, record.config, record.env, record.curve, record.summary)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # e.g. a full disk: give the space back, keep any old run
-        raise
-    while True:
-        try:
-            os.rename(tmp, run_dir)
-            break
-        except OSError as e:
-            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                raise
-        # A run folder is in the way (the old run, or one another writer just put there): set it
-        # aside and try again; a writer racing us cannot make us lose our record or mix the two.
-        shutil.rmtree(old, ignore_errors=True)
-        try:
-            os.rename(run_dir, old)
-        except FileNotFoundError:
-            pass
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def execute_run(
