@@ -42,24 +42,7 @@ def load_dirs(run_dirs: Iterable[str | os.PathLike], splits: Iterable[str] | Non
     Uses the store's own row reader and type checks, so a group loads exactly as the whole root
     would; only the folders listed are read (the report renders groups independently).
     """
-    rows, curves, skipped = [], [], []
-    keep = None if splits is None else frozenset(splits)
-    for run_dir in sorted(Path(d) for d in run_dirs):
-        try:
-            row, curve = store.load_run(run_dir)
-            store._check_types(row, store.RUN_COLUMNS)  # the store's rule for "one bad run"
-        except (store.StoreError, ValueError, TypeError) as e:
-            skipped.append((run_dir, str(e)))
-            continue
-        rows.append(row)
-        base = {k: row[k] for k in store.CURVES_COLUMNS if k not in store.CURVE_COLUMNS}
-        curves.extend({**base, **r} for r in curve if keep is None or r["split"] in keep)
-    keys = ["device_tag", "sweep", "task", "run_id"]
-    runs = store._frame(rows, store.RUN_COLUMNS).sort_values(keys, kind="stable").reset_index(drop=True)
-    curves_df = (
-        store._frame(curves, store.CURVES_COLUMNS).sort_values(keys, kind="stable").reset_index(drop=True)
-    )
-    return store.LoadedRuns(runs=runs, curves=curves_df, skipped=skipped)
+    return store.load_folders(run_dirs, splits)
 
 
 def load_results(path: str | os.PathLike = "results") -> tuple[pd.DataFrame, pd.DataFrame]:

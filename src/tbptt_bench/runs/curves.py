@@ -35,6 +35,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from .record_io import StoreError, _cut, cut_text, write_bytes_atomic
 
 __all__ = [
@@ -45,6 +48,8 @@ __all__ = [
     "compact_curve",
     "curve_file",
     "read_curve",
+    "read_curve_frame",
+    "rows_of",
     "write_curve",
 ]
 
@@ -71,10 +76,25 @@ def curve_file(run_dir: str | os.PathLike) -> Path:
     return old if not new.exists() and old.exists() else new
 
 
-def read_curve(run_dir: str | os.PathLike) -> list[dict]:
-    """Every row of the run's curve as a dict with ``CURVE_COLUMNS`` or ``CURVE_COLUMNS_V2`` keys."""
+def read_curve_frame(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """The run's checked curve as a DataFrame with ``CURVE_COLUMNS`` or ``CURVE_COLUMNS_V2``."""
     path = curve_file(run_dir)
-    return _read_parquet(path) if path.suffix == ".parquet" else _read_csv(path)
+    if path.suffix == ".parquet":
+        return _read_parquet(path)
+    rows = _read_csv(path)
+    with_bp = bool(rows) and "backprop_steps" in rows[0]
+    return _frame_of_rows(rows, CURVE_COLUMNS_V2 if with_bp else CURVE_COLUMNS)
+
+
+def read_curve(run_dir: str | os.PathLike) -> list[dict]:
+    """Every row of the run's curve as a dict of plain Python numbers (``read_curve_frame``'s rows)."""
+    return rows_of(read_curve_frame(run_dir))
+
+
+def rows_of(frame: pd.DataFrame) -> list[dict]:
+    """A curve frame's rows as dicts of plain Python values."""
+    columns = list(frame.columns)
+    return [dict(zip(columns, values)) for values in zip(*(frame[c].tolist() for c in columns))]
 
 
 def _checked(rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
@@ -151,7 +171,8 @@ def _check_row(row: dict, where: str, shown: Any) -> None:
         raise StoreError(f"{where} train_wall_s={wall!r} is not a time in [0, {MAX_SECONDS:g}] s")
 
 
-def _read_parquet(path: Path) -> list[dict]:
+def _read_parquet(path: Path) -> pd.DataFrame:
+    """The checked curve as columns (vectorised: a full sweep holds millions of rows)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -172,21 +193,40 @@ def _read_parquet(path: Path) -> list[dict]:
                     f"{path.name} column {c} is {table.schema.field(c).type} with "
                     f"{table.column(c).null_count} nulls: it must be {want[c]} without nulls"
                 )
-        cols = [table.column(c).to_pylist() for c in names]
+        cols = {c: table.column(c).to_numpy() for c in names}
     except StoreError:
         raise
     except Exception as e:  # pyarrow raises many kinds for damaged bytes
         raise StoreError(f"{path.name} is unreadable: {cut_text(str(e) or type(e).__name__, 200)}") from None
-    keys = tuple("train_wall_s" if c == _WALL_ON_DISK else c for c in names)
-    rows = []
-    for i, values in enumerate(zip(*cols)):
-        row = dict(zip(keys, values))
-        if row["split"] not in SPLITS:
-            raise StoreError(f"{path.name} row {i + 1} split={_cut(row['split'])} is not one of {SPLITS}")
-        row["train_wall_s"] = values[-2] / _US
-        _check_row(row, f"{path.name} row {i + 1}", values)
-        rows.append(row)
-    return rows
+    split = cols["split"].astype(object)
+    wall = cols.pop(_WALL_ON_DISK) / _US
+    bad_split = ~np.isin(split, SPLITS)
+    bad_count = np.zeros(len(split), dtype=bool)
+    for c in _COUNTS:
+        if c in cols:
+            bad_count |= cols[c] < 0
+    bad_wall = ~((wall >= 0.0) & (wall <= MAX_SECONDS))
+    for bad, what in ((bad_split, "split"), (bad_count, "count"), (bad_wall, "wall")):
+        if bad.any():
+            i = int(np.argmax(bad))
+            shown = [cols[c][i] if c in cols else wall[i] for c in names if c != "split"]
+            where = f"{path.name} row {i + 1}"
+            if what == "split":
+                raise StoreError(f"{where} split={_cut(split[i])} is not one of {SPLITS}")
+            if what == "count":
+                raise StoreError(f"{where} has a count outside [0, 2**63-1]: {_cut([split[i], *shown])}")
+            raise StoreError(f"{where} train_wall_s={wall[i]!r} is not a time in [0, {MAX_SECONDS:g}] s")
+    columns = CURVE_COLUMNS_V2 if "backprop_steps" in cols else CURVE_COLUMNS
+    # object, not pandas' inferred string dtype: inferring it costs more than reading the file
+    data = {**cols, "split": pd.Series(split, dtype=object), "train_wall_s": wall}
+    return pd.DataFrame({c: data[c] for c in columns})
+
+
+def _frame_of_rows(rows: list[dict], columns: tuple[str, ...]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=list(columns))
+    for c in columns:
+        frame[c] = frame[c].astype(object if c == "split" else "int64" if c in _COUNTS else "float64")
+    return frame
 
 
 def _read_csv(path: Path) -> list[dict]:

@@ -27,11 +27,12 @@ from __future__ import annotations
 import math
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .curves import (
@@ -109,6 +110,7 @@ __all__ = [
     "expected_run_id",
     "is_complete",
     "iter_run_dirs",
+    "load_folders",
     "load_run",
     "load_runs",
     "read_curve",
@@ -288,9 +290,9 @@ def iter_run_dirs(root: str | os.PathLike) -> Iterator[Path]:
 
 
 # -- loading --------------------------------------------------------------------------------
-def load_run(run_dir: str | os.PathLike) -> tuple[dict, list[dict]]:
-    """One valid run as (flat row with ``RUN_COLUMNS``, curve rows). Raises ``StoreError`` naming
-    the first problem (``validate_record`` lists them all)."""
+def load_run(run_dir: str | os.PathLike) -> tuple[dict, pd.DataFrame]:
+    """One valid run as (flat row with ``RUN_COLUMNS``, its curve frame). Raises ``StoreError``
+    naming the first problem (``validate_record`` lists them all)."""
     run_dir = Path(run_dir)
     config, env, summary, curve, problems = _read_record(run_dir)
     if problems:
@@ -391,8 +393,15 @@ def load_runs(root: str | os.PathLike) -> LoadedRuns:
     >>> len(loaded.runs), list(loaded.curves.columns)[:3], loaded.skipped
     (0, ['run_id', 'device_tag', 'sweep'], [])
     """
+    return load_folders(iter_run_dirs(root))
+
+
+def load_folders(run_dirs: Iterable[str | os.PathLike], splits: Iterable[str] | None = None) -> LoadedRuns:
+    """``load_runs`` for an explicit list of run folders; ``splits`` keeps only those curve rows
+    (the report draws validation curves: training rows are most of a long run's curve)."""
     rows, curves, skipped = [], [], []
-    for run_dir in iter_run_dirs(root):
+    keep = None if splits is None else list(splits)
+    for run_dir in sorted(Path(d) for d in run_dirs):
         try:
             row, curve = load_run(run_dir)
             _check_types(row, RUN_COLUMNS)
@@ -400,9 +409,31 @@ def load_runs(root: str | os.PathLike) -> LoadedRuns:
             skipped.append((run_dir, str(e)))
             continue
         rows.append(row)
-        base = {k: row[k] for k in CURVES_COLUMNS if k not in CURVE_COLUMNS_V2}
-        curves.extend({**base, **r} for r in curve)
+        curves.append(curve if keep is None else curve[curve["split"].isin(keep)])
     keys = ["device_tag", "sweep", "task", "run_id"]
     runs = _frame(rows, RUN_COLUMNS).sort_values(keys, kind="stable").reset_index(drop=True)
-    curves_df = _frame(curves, CURVES_COLUMNS).sort_values(keys, kind="stable").reset_index(drop=True)
+    curves_df = _curves_frame(rows, curves).sort_values(keys, kind="stable").reset_index(drop=True)
     return LoadedRuns(runs=runs, curves=curves_df, skipped=skipped)
+
+
+def _curves_frame(rows: list[dict], curves: list[pd.DataFrame]) -> pd.DataFrame:
+    """Every run's curve in long format, with its run's key columns repeated on each row.
+
+    Built column by column with explicit dtypes (no per-row dicts, no string inference): a full
+    sweep's curves are millions of rows.
+    """
+    body = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=list(CURVE_COLUMNS_V2))
+    run_of_row = np.repeat(np.arange(len(rows)), [len(c) for c in curves])
+    data: dict[str, pd.Series] = {}
+    for col, dtype in CURVES_COLUMNS.items():
+        if col in CURVE_COLUMNS_V2:
+            values = body[col] if col in body else pd.Series([None] * len(body), dtype=object)
+        else:
+            per_run = np.empty(len(rows), dtype=object)
+            per_run[:] = [row[col] for row in rows]
+            values = pd.Series(per_run[run_of_row], dtype=object)
+        if dtype == "object":
+            data[col] = pd.Series(values.to_numpy(dtype=object), dtype=object)
+        else:
+            data[col] = pd.Series(pd.to_numeric(values, errors="raise").astype(dtype).array)
+    return pd.DataFrame(data, columns=list(CURVES_COLUMNS))

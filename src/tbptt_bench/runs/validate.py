@@ -21,7 +21,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .curves import LEGACY_CURVE_FILE, curve_file, read_curve
+import numpy as np
+import pandas as pd
+
+from .curves import LEGACY_CURVE_FILE, curve_file, read_curve_frame
 from .record_io import StoreError, _cut, cut_text
 from .schema import (
     _CONFIG_SCHEMA,
@@ -124,45 +127,54 @@ def failure_kind_of(summary: Mapping[str, Any]) -> str | None:
     return kind if kind in FAILURE_KINDS else classify_failure(summary.get("error"))
 
 
-def _consistency(run_dir: Path, config: dict, summary: dict, curve: list[dict]) -> list[str]:
+def _consistency(run_dir: Path, config: dict, summary: dict, curve: pd.DataFrame) -> list[str]:
     """Summary against curve, status against its fields, folder name against the config's hash."""
     problems = []
     status = summary.get("status")
     diverged = status == "diverged"
     name = curve_file(run_dir).name
     first = 2 if name == LEGACY_CURVE_FILE else 1  # a CSV's first row is line 2, under the header
-    for i, row in enumerate(curve):
-        if not math.isfinite(row["loss"]) and not diverged:
+    loss = curve["loss"].to_numpy(dtype=float)
+    finite = np.isfinite(loss)
+    bad = ~finite if not diverged else np.zeros(len(loss), dtype=bool)
+    huge = finite & (np.abs(np.where(finite, loss, 0.0)) > MAX_LOSS)
+    first_bad = int(np.argmax(bad | huge)) if (bad | huge).any() else None
+    if first_bad is not None:
+        v = float(loss[first_bad])
+        if bad[first_bad]:
             problems.append(
-                f"{name} row {i + first} loss={row['loss']!r} is not finite in a run with status {status!r}"
+                f"{name} row {first_bad + first} loss={v!r} is not finite in a run with status {status!r}"
             )
-            break
-        if math.isfinite(row["loss"]) and abs(row["loss"]) > MAX_LOSS:
+        else:
             problems.append(
-                f"{name} row {i + first} loss={row['loss']!r} is beyond float32 (|loss| <= {MAX_LOSS:g})"
+                f"{name} row {first_bad + first} loss={v!r} is beyond float32 (|loss| <= {MAX_LOSS:g})"
             )
-            break
-    train = [r for r in curve if r["split"] == "train"]
+    is_train = (curve["split"] == "train").to_numpy()
+    train = curve[is_train]
+    n_train = len(train)
     updates = summary.get("updates")
     if isinstance(updates, int) and not isinstance(updates, bool):
-        if len(train) != updates:
-            problems.append(f"{name} has {len(train)} train rows but summary.json counts {updates} updates")
-        elif train and train[-1]["update"] != updates:
+        if n_train != updates:
+            problems.append(f"{name} has {n_train} train rows but summary.json counts {updates} updates")
+        elif n_train and int(train["update"].iloc[-1]) != updates:
             problems.append(
-                f"{name}'s last train row is update {train[-1]['update']} but summary.json counts {updates}"
+                f"{name}'s last train row is update {int(train['update'].iloc[-1])} but summary.json counts {updates}"
             )
     ts = summary.get("timesteps")
-    if train and isinstance(ts, int) and train[-1]["timesteps"] != ts:
-        problems.append(f"{name} ends at timestep {train[-1]['timesteps']} but summary.json says {ts}")
-    val = [r["loss"] for r in curve if r["split"] == "val" and math.isfinite(r["loss"])]
+    if n_train and isinstance(ts, int) and int(train["timesteps"].iloc[-1]) != ts:
+        problems.append(
+            f"{name} ends at timestep {int(train['timesteps'].iloc[-1])} but summary.json says {ts}"
+        )
+    val = loss[~is_train & finite]
+    lowest = float(val.min()) if len(val) else None
     mv = summary.get("min_val_loss")
     if isinstance(mv, (int, float)) and not isinstance(mv, bool) and math.isfinite(mv):
-        if not val or not math.isclose(mv, min(val), rel_tol=1e-9, abs_tol=1e-12):
-            have = f"min {min(val)!r}" if val else "no finite validation loss"
+        if lowest is None or not math.isclose(mv, lowest, rel_tol=1e-9, abs_tol=1e-12):
+            have = f"min {lowest!r}" if lowest is not None else "no finite validation loss"
             problems.append(f"summary.json min_val_loss={mv!r} disagrees with {name} ({have})")
-    elif mv is None and val:
+    elif mv is None and lowest is not None:
         problems.append(
-            f"summary.json min_val_loss is null but {name} has validation losses (min {min(val)!r})"
+            f"summary.json min_val_loss is null but {name} has validation losses (min {lowest!r})"
         )
     at = summary.get("diverged_at_update")
     if diverged and at is None:
@@ -194,7 +206,7 @@ def _consistency(run_dir: Path, config: dict, summary: dict, curve: list[dict]) 
     return problems
 
 
-def _read_record(run_dir: Path) -> tuple[dict, dict, dict, list[dict], list[str]]:
+def _read_record(run_dir: Path) -> tuple[dict, dict, dict, pd.DataFrame, list[str]]:
     """The four files and every problem found in them (stops early only when a file is unreadable)."""
     if not (run_dir / "summary.json").exists():
         raise StoreError("incomplete: no summary.json")
@@ -227,7 +239,7 @@ def _read_record(run_dir: Path) -> tuple[dict, dict, dict, list[dict], list[str]
         "summary.json",
         optional=SUMMARY_OPTIONAL_KEYS,
     )
-    curve = read_curve(run_dir)
+    curve = read_curve_frame(run_dir)
     if not problems:  # consistency needs well-typed fields
         problems += _consistency(run_dir, config, summary, curve)
     return config, env, summary, curve, problems
