@@ -137,4 +137,5 @@ def test_compact_command_rewrites_valid_records_and_leaves_damaged_ones(tmp_path
     after = store.load_runs(root)
     assert after.runs["run_id"].tolist() == before.runs["run_id"].tolist()
     assert sorted(p.parent for p in root.rglob("curve.csv")) == sorted(Path(p) for p, _ in before.skipped)
+    assert "packed" in out and not list(root.rglob("curve.parquet"))  # the valid records are packed
     assert main(["compact", str(tmp_path / "nope")]) == 2

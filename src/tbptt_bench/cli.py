@@ -44,6 +44,7 @@ from .commands import (  # the commands' names stay importable from here
     _cmd_report,
     _cmd_run,
     _cmd_sweep,
+    _cmd_unpack,
     _cut,
     _load_specs,  # noqa: F401
     _print_plan,  # noqa: F401
@@ -335,14 +336,28 @@ def _add_report_parsers(sub) -> None:
 
     p = sub.add_parser(
         "compact",
-        help="rewrite older records' curve.csv as curve.parquet (several times smaller)",
+        help="pack each finished sweep's records into one records.parquet (for committing)",
         description=(
-            "Rewrite the curve.csv of every valid record under RESULTS_DIR as curve.parquet: losses "
-            "bit for bit, wall times to the microsecond. Damaged records are left as they are."
+            "Rewrite the curve.csv of every valid record under RESULTS_DIR as parquet, then pack "
+            "each sweep folder's valid records into <sweep>/records.parquet and remove the folders "
+            "packed: JSON texts verbatim, losses bit for bit, wall times to the microsecond. "
+            "Damaged or unfinished records, and runs a sweep holds now, are left as they are. "
+            "Every reader (sweep, report, compare, load_results) reads packed and unpacked runs alike."
         ),
     )
     p.add_argument("results_dir", metavar="RESULTS_DIR", help="results folder to compact")
     p.set_defaults(func=_cmd_compact)
+
+    p = sub.add_parser(
+        "unpack",
+        help="write a packed sweep's runs back as one folder each",
+        description=(
+            "Write every run in SWEEP_DIR/records.parquet back as a run folder (config.json, "
+            "env.json, summary.json byte for byte, curve.parquet), then remove the pack."
+        ),
+    )
+    p.add_argument("sweep_dir", metavar="SWEEP_DIR", help="a sweep folder holding records.parquet")
+    p.set_defaults(func=_cmd_unpack)
 
     p = sub.add_parser(
         "compare",

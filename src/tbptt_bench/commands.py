@@ -280,9 +280,7 @@ def _cmd_compact(args) -> int:
         old = run / store.LEGACY_CURVE_FILE
         if not old.exists():
             continue
-        problems = store.validate_record(run)
-        if problems:  # a damaged record stays as it is: the next sweep reruns it
-            print(f"{PROG}: left {run}: {problems[0]}", file=sys.stderr)
+        if store.validate_record(run):  # a damaged record stays as it is (named below when packing)
             left += 1
             continue
         before += old.stat().st_size
@@ -293,6 +291,37 @@ def _cmd_compact(args) -> int:
         f"{PROG}: {done} curves rewritten as parquet ({before / 2**20:,.1f} MiB of CSV -> "
         f"{after / 2**20:,.1f} MiB), {left} damaged records left as they were"
     )
+    for sweep in sorted({run.parent for run in store.iter_run_dirs(args.results_dir)}):
+        size = _tree_bytes(sweep)
+        try:
+            n, left_out = store.pack_sweep(sweep)
+        except store.StoreError as e:
+            print(f"{PROG}: left {sweep} as it is: {e}", file=sys.stderr)
+            continue
+        for d, why in left_out:
+            print(f"{PROG}: left {d}: {why}", file=sys.stderr)
+        print(
+            f"{PROG}: packed {sweep}: {n} runs in {store.PACK_FILE} ({size / 2**20:,.1f} MiB -> "
+            f"{_tree_bytes(sweep) / 2**20:,.1f} MiB), {len(left_out)} folders left"
+        )
+    return 0
+
+
+def _tree_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _cmd_unpack(args) -> int:
+    from .runs import store
+
+    sweep = Path(args.sweep_dir)
+    if not (sweep / store.PACK_FILE).is_file():
+        raise CLIError(f"sweep folder {args.sweep_dir!r} holds no {store.PACK_FILE}: nothing to unpack")
+    try:
+        n = store.unpack_sweep(sweep)
+    except store.StoreError as e:
+        raise CLIError(f"cannot unpack {args.sweep_dir!r}: {e}") from None
+    print(f"{PROG}: wrote {n} run folders in {sweep}; {store.PACK_FILE} removed")
     return 0
 
 

@@ -46,7 +46,6 @@ from .compare_runs import (  # noqa: F401  (every old name stays importable from
     _mean,
     _ratio,
     _ratio_sd,
-    _read,
     _records,
     _sd,
     geometric_mean,

@@ -8,7 +8,6 @@ aggregated over the runs that finished ok. Also the ratio arithmetic the compari
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import statistics
@@ -41,13 +40,6 @@ class Source:
         return dict(self.env).get(key)
 
 
-def _read(path: Path) -> dict:
-    obj = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path.name} is not a JSON object")
-    return obj
-
-
 def _records(folder: Path, warn: bool = True) -> list[dict]:
     """One flat record per complete run under ``folder``: what compare needs, without curves."""
     out = []
@@ -57,7 +49,9 @@ def _records(folder: Path, warn: bool = True) -> list[dict]:
             log.log(logging.WARNING if warn else logging.DEBUG, "skipped run folder %s: %s", d, problems[0])
             continue
         try:
-            summary, config, env = (_read(d / f) for f in ("summary.json", "config.json", "env.json"))
+            summary, config, env = (
+                store.read_record_json(d, f) for f in ("summary.json", "config.json", "env.json")
+            )
             out.append(
                 {
                     "device_tag": d.parent.parent.name,
@@ -79,8 +73,8 @@ def _records(folder: Path, warn: bool = True) -> list[dict]:
                     "env": env,
                 }
             )
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            reason = "incomplete: no summary.json" if not (d / "summary.json").exists() else str(e)
+        except (store.StoreError, KeyError, TypeError) as e:
+            reason = str(e)
             log.log(logging.WARNING if warn else logging.DEBUG, "skipped run folder %s: %s", d, reason)
     return out
 

@@ -7,7 +7,6 @@ of the groups in a results folder and the ``--devices/--sweeps/--tasks`` pattern
 from __future__ import annotations
 
 import fnmatch
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,13 +123,13 @@ def _discover(results: Path) -> tuple[dict[tuple[str, str, str], Group], list[tu
     groups: dict[tuple[str, str, str], Group] = {}
     skipped: list[tuple[Path, str]] = []
     for d in store.iter_run_dirs(results):
-        if not (d / "summary.json").exists():
+        if not store.is_complete(d):
             skipped.append((d, "incomplete: no summary.json"))
             continue
         try:
-            config = json.loads((d / "config.json").read_text(encoding="utf-8"))
+            config = store.read_record_json(d, "config.json")
             sweep, task = str(config["sweep"]), str(config["task"])
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (store.StoreError, KeyError, TypeError) as e:
             skipped.append((d, f"config.json is unreadable: {e}"))
             continue
         key = (d.parent.parent.name, sweep, task)

@@ -57,6 +57,10 @@ def _group_hash(code: str, group: Group, figures: bool) -> str:
     h.update(f"{code}|figures={figures}".encode())
     for d in sorted(group.run_dirs):
         h.update(b"\0" + d.name.encode())
+        pack = store.pack_of(d)
+        if pack is not None:  # a packed run: its sweep's pack, as a whole
+            h.update(b"\2" + pack.digest.encode())
+            continue
         for f in sorted(p for p in d.iterdir() if p.is_file() and not p.name.startswith(".")):
             h.update(b"\1" + f.name.encode() + b"\1")
             h.update(f.read_bytes())

@@ -124,20 +124,23 @@ def curve_parquet(rows: Sequence[Mapping[str, Any]]) -> bytes:
     data[_WALL_ON_DISK] = pa.array([round(float(r["train_wall_s"]) * _US) for r in rows], pa.int64())
     data["loss"] = pa.array([float(r["loss"]) for r in rows], pa.float64())
     buf = io.BytesIO()
-    pq.write_table(
-        pa.table(data),
-        buf,
+    pq.write_table(pa.table(data), buf, **parquet_options(data))
+    return buf.getvalue()
+
+
+def parquet_options(names: Sequence[str]) -> dict[str, Any]:
+    """``pyarrow.parquet.write_table`` options for curve columns ``names`` (also packs' texts)."""
+    return dict(
         compression="zstd",
         compression_level=19,
-        use_dictionary=["split"],
+        use_dictionary=[c for c in ("split", "run_id") if c in names],
         # counts and cumulative times rise steadily: deltas are a few bits; float bytes split by
         # position compress about 1.7x better than whole floats.
         column_encoding={
-            **{c: "DELTA_BINARY_PACKED" for c in (*_COUNTS, _WALL_ON_DISK) if c in data},
-            "loss": "BYTE_STREAM_SPLIT",
+            **{c: "DELTA_BINARY_PACKED" for c in (*_COUNTS, _WALL_ON_DISK) if c in names},
+            **({"loss": "BYTE_STREAM_SPLIT"} if "loss" in names else {}),
         },
     )
-    return buf.getvalue()
 
 
 def write_curve(run_dir: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -173,7 +176,6 @@ def _check_row(row: dict, where: str, shown: Any) -> None:
 
 def _read_parquet(path: Path) -> pd.DataFrame:
     """The checked curve as columns (vectorised: a full sweep holds millions of rows)."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
@@ -183,21 +185,38 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         layout_v2 = tuple(_WALL_ON_DISK if c == "train_wall_s" else c for c in CURVE_COLUMNS_V2)
         if names not in (layout, layout_v2):
             raise StoreError(f"{path.name} columns {_cut(list(names))} are not {list(layout_v2)}")
-        want = {c: pa.int64() for c in (*_COUNTS, _WALL_ON_DISK)} | {
-            "split": pa.string(),
-            "loss": pa.float64(),
-        }
-        for c in names:
-            if table.schema.field(c).type != want[c] or table.column(c).null_count:
-                raise StoreError(
-                    f"{path.name} column {c} is {table.schema.field(c).type} with "
-                    f"{table.column(c).null_count} nulls: it must be {want[c]} without nulls"
-                )
-        cols = {c: table.column(c).to_numpy() for c in names}
+        cols = curve_columns(table, names, path.name)
     except StoreError:
         raise
     except Exception as e:  # pyarrow raises many kinds for damaged bytes
         raise StoreError(f"{path.name} is unreadable: {cut_text(str(e) or type(e).__name__, 200)}") from None
+    return checked_curve_frame(cols, path.name)
+
+
+def curve_columns(table: Any, names: Sequence[str], where: str, nullable: Sequence[str] = ()) -> dict:
+    """The on-disk curve columns ``names`` of a pyarrow table as numpy arrays, types checked
+    (``nullable`` columns may hold nulls, read as -1)."""
+    import pyarrow as pa
+
+    want = {c: pa.int64() for c in (*_COUNTS, _WALL_ON_DISK)} | {"split": pa.string(), "loss": pa.float64()}
+    cols = {}
+    for c in names:
+        column = table.column(c)
+        if table.schema.field(c).type != want[c] or (column.null_count and c not in nullable):
+            raise StoreError(
+                f"{where} column {c} is {table.schema.field(c).type} with "
+                f"{column.null_count} nulls: it must be {want[c]} without nulls"
+            )
+        cols[c] = column.fill_null(-1).to_numpy() if column.null_count else column.to_numpy()
+    return cols
+
+
+def checked_curve_frame(cols: dict, where: str) -> pd.DataFrame:
+    """Curve columns as read from parquet (``train_wall_us``) -> the checked curve frame.
+
+    Raises ``StoreError`` naming the first bad row (split, negative count, wall time out of range).
+    """
+    names = tuple(cols)
     split = cols["split"].astype(object)
     wall = cols.pop(_WALL_ON_DISK) / _US
     bad_split = ~np.isin(split, SPLITS)
@@ -210,12 +229,12 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         if bad.any():
             i = int(np.argmax(bad))
             shown = [cols[c][i] if c in cols else wall[i] for c in names if c != "split"]
-            where = f"{path.name} row {i + 1}"
+            at = f"{where} row {i + 1}"
             if what == "split":
-                raise StoreError(f"{where} split={_cut(split[i])} is not one of {SPLITS}")
+                raise StoreError(f"{at} split={_cut(split[i])} is not one of {SPLITS}")
             if what == "count":
-                raise StoreError(f"{where} has a count outside [0, 2**63-1]: {_cut([split[i], *shown])}")
-            raise StoreError(f"{where} train_wall_s={wall[i]!r} is not a time in [0, {MAX_SECONDS:g}] s")
+                raise StoreError(f"{at} has a count outside [0, 2**63-1]: {_cut([split[i], *shown])}")
+            raise StoreError(f"{at} train_wall_s={wall[i]!r} is not a time in [0, {MAX_SECONDS:g}] s")
     columns = CURVE_COLUMNS_V2 if "backprop_steps" in cols else CURVE_COLUMNS
     # object, not pandas' inferred string dtype: inferring it costs more than reading the file
     data = {**cols, "split": pd.Series(split, dtype=object), "train_wall_s": wall}

@@ -9,7 +9,6 @@ the next run to start, claimed (``store.claim_run``) so no run trains twice at o
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -97,7 +96,7 @@ def plan(
                 )
             run_dir = run_dir_for(results_root, device_tag, cfg)
             state, reason = ("pending", None)
-            if run_dir.exists():
+            if store.record_exists(run_dir):  # a folder, or a run packed in the sweep's records.parquet
                 reason = rerun_reason(run_dir, retry_failed)
                 problem = run_problem(run_dir)
                 state = "complete" if reason is None else ("incomplete" if problem else "retry")
@@ -119,9 +118,9 @@ def rerun_reason(run_dir: Path, retry_failed: bool = False) -> str | None:
     if problem is not None:
         return problem
     try:
-        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:  # changed since it was checked: rerun it
-        return f"summary.json is unreadable: {e}"
+        summary = store.read_record_json(run_dir, "summary.json")
+    except store.StoreError as e:  # changed since it was checked: rerun it
+        return str(e)
     kind = store.failure_kind_of(summary)
     if kind == "infrastructure" or (kind is not None and retry_failed):
         return f"failed ({kind}): {store.cut_text(str(summary.get('error')), 200)}"
@@ -226,9 +225,9 @@ def _take(run: PlannedRun, force: bool, retry_failed: bool = False) -> store.Cla
     claim = store.claim_run(run.run_dir)
     if claim is None:
         return "busy"
-    if run.run_dir.exists():
-        if rerun_reason(run.run_dir, retry_failed) is not None:
-            try:
+    if store.record_exists(run.run_dir):
+        if rerun_reason(run.run_dir, retry_failed) is not None and run.run_dir.exists():
+            try:  # a bad packed record has no folder to clear: the new folder will shadow it
                 shutil.rmtree(run.run_dir)
             except OSError as e:
                 claim.release()

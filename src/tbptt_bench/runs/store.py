@@ -47,6 +47,7 @@ from .curves import (
     read_curve,
     write_curve,
 )
+from .packs import PACK_FILE, pack_of, pack_sweep, packed_run_dirs, unpack_sweep
 from .record_io import StoreError, _cut, cut_text, write_bytes_atomic, write_json_atomic, write_text_atomic
 
 # Re-exported (noqa: F401): the schema and the checks lived here before schema.py and validate.py
@@ -86,6 +87,8 @@ from .validate import (  # noqa: F401
     classify_failure,
     expected_run_id,
     failure_kind_of,
+    read_record_json,
+    record_exists,
     validate_record,
 )
 
@@ -96,6 +99,7 @@ __all__ = [
     "CURVE_FILE",
     "ENV_KEYS",
     "LEGACY_CURVE_FILE",
+    "PACK_FILE",
     "RUN_COLUMNS",
     "SUMMARY_KEYS",
     "Claim",
@@ -113,8 +117,13 @@ __all__ = [
     "load_folders",
     "load_run",
     "load_runs",
+    "pack_of",
+    "pack_sweep",
     "read_curve",
+    "read_record_json",
+    "record_exists",
     "remove_stale_claims",
+    "unpack_sweep",
     "validate_record",
     "write_bytes_atomic",
     "write_curve",
@@ -257,19 +266,21 @@ def remove_stale_claims(folder: str | os.PathLike) -> int:
 
 # -- reading --------------------------------------------------------------------------------
 def is_complete(run_dir: str | os.PathLike) -> bool:
-    """True iff ``run_dir/summary.json`` exists and parses as a JSON object."""
+    """True iff the run's summary.json (in its folder or its sweep's pack) parses as a JSON object."""
     try:
-        _read_json(Path(run_dir) / "summary.json")
+        read_record_json(run_dir, "summary.json")
     except StoreError:
         return False
     return True
 
 
 def iter_run_dirs(root: str | os.PathLike) -> Iterator[Path]:
-    """Run folders under ``root`` (any folder holding config.json or summary.json), sorted.
+    """Run folders under ``root`` (any folder holding config.json or summary.json), sorted, and
+    the runs of every sweep pack (``<sweep>/records.parquet``) at the paths their folders would have.
 
     Does not descend into run folders, hidden/underscore folders (``_scratch``) or the derived
-    folders ``tables``, ``figures``, ``benchmarks`` and ``compare``.
+    folders ``tables``, ``figures``, ``benchmarks`` and ``compare``. A damaged pack lists no runs
+    (``compact`` names it).
     """
     root = Path(root)
     if not root.is_dir():
@@ -286,7 +297,9 @@ def iter_run_dirs(root: str | os.PathLike) -> Iterator[Path]:
         except OSError:
             continue
         stack.extend(c for c in children if not c.name.startswith((".", "_")) and c.name not in NON_RUN_DIRS)
-    yield from sorted(found)
+        if (d / PACK_FILE).is_file():
+            found.extend(packed_run_dirs(d))
+    yield from sorted(set(found))
 
 
 # -- loading --------------------------------------------------------------------------------

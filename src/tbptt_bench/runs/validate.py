@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .curves import LEGACY_CURVE_FILE, curve_file, read_curve_frame
+from .packs import PACK_FILE, pack_of
 from .record_io import StoreError, _cut, cut_text
 from .schema import (
     _CONFIG_SCHEMA,
@@ -40,7 +41,15 @@ from .schema import (
     _json_numbers,
 )
 
-__all__ = ["check_run", "classify_failure", "expected_run_id", "failure_kind_of", "validate_record"]
+__all__ = [
+    "check_run",
+    "classify_failure",
+    "expected_run_id",
+    "failure_kind_of",
+    "read_record_json",
+    "record_exists",
+    "validate_record",
+]
 
 
 # -- the one definition of a valid record ------------------------------------------------------
@@ -48,12 +57,37 @@ __all__ = ["check_run", "classify_failure", "expected_run_id", "failure_kind_of"
 # finds problems with is skipped with one warning line and rerun by the next sweep.
 def _read_json(path: Path) -> dict:
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
         raise StoreError(f"{path.name} is unreadable: {cut_text(str(e) or type(e).__name__, 200)}") from None
+    return _parse_json(text, path.name)
+
+
+def _parse_json(text: str, name: str) -> dict:
+    try:
+        obj = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise StoreError(f"{name} is unreadable: {cut_text(str(e) or type(e).__name__, 200)}") from None
     if not isinstance(obj, dict):
-        raise StoreError(f"{path.name} is not a JSON object")
+        raise StoreError(f"{name} is not a JSON object")
     return obj
+
+
+def read_record_json(run_dir: str | os.PathLike, name: str) -> dict:
+    """One JSON file of a record (``config.json``, ``env.json``, ``summary.json``), from its
+    folder or from its sweep's pack; ``StoreError`` when missing or unreadable."""
+    run_dir = Path(run_dir)
+    pack = pack_of(run_dir)
+    if pack is not None:
+        return _parse_json(pack.texts[run_dir.name][name], name)
+    if not (run_dir / name).exists():
+        raise StoreError(f"incomplete: no {name}")
+    return _read_json(run_dir / name)
+
+
+def record_exists(run_dir: str | os.PathLike) -> bool:
+    """True when ``run_dir`` is a folder or a packed run (anything the sweep must look at first)."""
+    return Path(run_dir).exists() or pack_of(run_dir) is not None
 
 
 def expected_run_id(config: Mapping[str, Any]) -> str:
@@ -132,7 +166,7 @@ def _consistency(run_dir: Path, config: dict, summary: dict, curve: pd.DataFrame
     problems = []
     status = summary.get("status")
     diverged = status == "diverged"
-    name = curve_file(run_dir).name
+    name = curve_file(run_dir).name if pack_of(run_dir) is None else f"{PACK_FILE} run {run_dir.name}"
     first = 2 if name == LEGACY_CURVE_FILE else 1  # a CSV's first row is line 2, under the header
     loss = curve["loss"].to_numpy(dtype=float)
     finite = np.isfinite(loss)
@@ -208,11 +242,7 @@ def _consistency(run_dir: Path, config: dict, summary: dict, curve: pd.DataFrame
 
 def _read_record(run_dir: Path) -> tuple[dict, dict, dict, pd.DataFrame, list[str]]:
     """The four files and every problem found in them (stops early only when a file is unreadable)."""
-    if not (run_dir / "summary.json").exists():
-        raise StoreError("incomplete: no summary.json")
-    summary = _read_json(run_dir / "summary.json")
-    config = _read_json(run_dir / "config.json")
-    env = _read_json(run_dir / "env.json")
+    summary, config, env = (read_record_json(run_dir, f) for f in ("summary.json", "config.json", "env.json"))
     problems: list[str] = []
     for obj, keys, what in ((config, CONFIG_KEYS, "config.json"), (env, ENV_KEYS, "env.json")):
         missing = [k for k in keys if k not in obj]
@@ -239,7 +269,8 @@ def _read_record(run_dir: Path) -> tuple[dict, dict, dict, pd.DataFrame, list[st
         "summary.json",
         optional=SUMMARY_OPTIONAL_KEYS,
     )
-    curve = read_curve_frame(run_dir)
+    pack = pack_of(run_dir)
+    curve = pack.curve(run_dir.name) if pack is not None else read_curve_frame(run_dir)
     if not problems:  # consistency needs well-typed fields
         problems += _consistency(run_dir, config, summary, curve)
     return config, env, summary, curve, problems
