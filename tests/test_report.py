@@ -274,6 +274,31 @@ def test_report_is_byte_identical_on_a_second_run(built, tmp_path):
     assert (tmp_path / "a.svg").read_bytes() == (tmp_path / "b.svg").read_bytes()
 
 
+def test_saved_pngs_are_palette_images_of_the_rendered_figure(built):
+    """Figures are stored with a 256-colour palette (a third of the RGBA bytes) and still show
+    what was drawn: every pixel within a few levels of the full-colour rendering."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from PIL import Image
+
+    from tbptt_bench.report import figure_style
+
+    out, paths = built
+    pngs = [p for p in paths if p.suffix == ".png"]
+    assert pngs and all(Image.open(io.BytesIO(p.read_bytes())).mode == "P" for p in pngs)
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot([0, 1, 2], [2, 0, 1], color="#d55e00")
+    ax.set_title("a line")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    full = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), dtype=int)
+    small = figure_style._palette_png(buf.getvalue())
+    assert len(small) < len(buf.getvalue())
+    pal = np.asarray(Image.open(io.BytesIO(small)).convert("RGB"), dtype=int)
+    assert pal.shape == full.shape and np.abs(pal - full).max() <= 24
+
+
 def test_unchanged_groups_are_not_rendered_or_rewritten(tmp_path, monkeypatch):
     results = tmp_path / "results"
     shutil.copytree(FIXTURE, results)

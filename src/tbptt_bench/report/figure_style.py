@@ -78,9 +78,27 @@ def save(fig, stem: Path, formats: Sequence[str] = ("png", "svg")) -> list[Path]
             path = stem.with_suffix(f".{ext}")
             buf = io.BytesIO()
             fig.savefig(buf, format=ext, metadata=metadata[ext])
-            write_bytes_if_changed(path, buf.getvalue())
+            data = buf.getvalue()
+            write_bytes_if_changed(path, _palette_png(data) if ext == "png" else data)
             out.append(path)
     return out
+
+
+def _palette_png(data: bytes) -> bytes:
+    """The PNG with at most 256 colours, no dithering: a line plot uses a few dozen colours plus
+    their anti-aliasing shades, and the palette file is about a third of the RGBA one (the
+    committed figures went from 6.1 MB to about 2 MB). Deterministic, like the rest of ``save``."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        quantized = im.convert("RGB").quantize(
+            256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE
+        )
+    buf = io.BytesIO()
+    quantized.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
 
 
 def write_bytes_if_changed(path: Path, data: bytes) -> bool:

@@ -13,6 +13,8 @@ cost). The shared look (rc style, ``save``, colours by style family, axis limits
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -157,6 +159,28 @@ def learning_curves_figure(runs: pd.DataFrame, curves: pd.DataFrame):
     return fig
 
 
+def spaced_ticks(ns: Sequence[float], lo: float, hi: float, min_gap: float = 0.045) -> list[float]:
+    """The values of ``ns`` to label on a log axis from ``lo`` to ``hi``: in order, each at least
+    ``min_gap`` of the axis width from the last one kept (the largest always kept), so labels such
+    as 19, 20, 21 do not print over each other.
+
+    >>> spaced_ticks([5, 9, 10, 11, 19, 20, 21], 5 / 1.35, 21 * 1.35)
+    [5, 9, 10, 11, 19, 21]
+    """
+    import math
+
+    width = math.log(hi / lo)
+    kept: list[float] = []
+    for n in sorted(set(ns)):
+        if kept and math.log(n / kept[-1]) / width < min_gap:
+            if n != max(ns):
+                continue
+            if len(kept) > 1:
+                kept.pop()  # the largest wins the place over its close neighbour
+        kept.append(n)
+    return kept
+
+
 def loss_vs_n_figure(runs: pd.DataFrame):
     """Final validation loss (the primary metric) against truncation length n, one line per family.
 
@@ -228,7 +252,7 @@ def loss_vs_n_figure(runs: pd.DataFrame):
             if ns:
                 ax.set_xscale("log")
                 ax.set_xlim(min(ns) / 1.35, max(ns) * 1.35)
-                ax.set_xticks(ns)
+                ax.set_xticks(spaced_ticks(ns, min(ns) / 1.35, max(ns) * 1.35))
                 from matplotlib.ticker import FuncFormatter, NullFormatter
 
                 ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))

@@ -123,7 +123,7 @@ def _discover(results: Path) -> tuple[dict[tuple[str, str, str], Group], list[tu
     groups: dict[tuple[str, str, str], Group] = {}
     skipped: list[tuple[Path, str]] = []
     for d in store.iter_run_dirs(results):
-        if not store.is_complete(d):
+        if not ((d / "summary.json").exists() or store.pack_of(d) is not None):
             skipped.append((d, "incomplete: no summary.json"))
             continue
         try:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,7 @@ class Pack:
     bounds: dict[str, tuple[int, int]]  # run_id -> its rows [start, stop) in ``curves``
     curves: pd.DataFrame  # CURVE_COLUMNS_V2; backprop_steps -1 where a run predates it
     digest: str  # of the file's bytes: the report re-renders a sweep's groups when it changes
+    checked: dict = field(default_factory=dict)  # run path -> validate's reading of it, kept
 
     def curve(self, run_id: str) -> pd.DataFrame:
         """The run's checked curve frame, as ``read_curve_frame`` gives it for a folder."""
@@ -87,6 +88,8 @@ class Pack:
 
 
 _CACHE: dict[Path, tuple[tuple[int, int], Pack | StoreError]] = {}
+#: Packs kept read at once: a report walks every sweep of a results folder several times.
+_CACHED_PACKS = 8
 
 
 def open_pack(sweep_dir: str | os.PathLike) -> Pack | None:
@@ -106,7 +109,9 @@ def open_pack(sweep_dir: str | os.PathLike) -> Pack | None:
             found: Pack | StoreError = _read(path)
         except StoreError as e:
             found = e
-        _CACHE.clear()  # one pack at a time: a full sweep's curves are a few hundred MB in memory
+        _CACHE.pop(path, None)
+        while len(_CACHE) >= _CACHED_PACKS:  # the oldest goes: a full sweep is ~200 MB in memory
+            _CACHE.pop(next(iter(_CACHE)))
         _CACHE[path] = (stamp, found)
         cached = _CACHE[path]
     if isinstance(cached[1], StoreError):
@@ -282,12 +287,19 @@ def _pack_bytes(records: dict[str, tuple[dict[str, str], pd.DataFrame]]) -> byte
         row_group_size=_ROWS_PER_GROUP,
         # one page per column chunk: zstd then sees a thousand JSON texts at once (113 KB for a
         # full sweep's, against 2.4 MB with the default 20,000-row pages and their min/max texts)
-        max_rows_per_page=_ROWS_PER_GROUP,
+        **({"max_rows_per_page": _ROWS_PER_GROUP} if _has_page_rows(pq) else {}),
         data_page_size=1 << 30,
         write_statistics=[c for c in data if c not in _TEXTS],
         **parquet_options(list(data)),
     )
     return buf.getvalue()
+
+
+def _has_page_rows(pq: Any) -> bool:
+    """pyarrow's writer takes ``max_rows_per_page`` (newer releases; older ones write bigger packs)."""
+    import inspect
+
+    return "max_rows_per_page" in inspect.signature(pq.write_table).parameters
 
 
 def _remove_record(run_dir: Path) -> None:

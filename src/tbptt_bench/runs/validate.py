@@ -241,7 +241,20 @@ def _consistency(run_dir: Path, config: dict, summary: dict, curve: pd.DataFrame
 
 
 def _read_record(run_dir: Path) -> tuple[dict, dict, dict, pd.DataFrame, list[str]]:
-    """The four files and every problem found in them (stops early only when a file is unreadable)."""
+    """The four files and every problem found in them (stops early only when a file is unreadable).
+
+    A packed run is checked once per process (the pack keeps the result while its file is
+    unchanged): a report walks every run several times.
+    """
+    pack = pack_of(run_dir)
+    if pack is None:
+        return _check_record(run_dir)
+    if run_dir not in pack.checked:
+        pack.checked[run_dir] = _check_record(run_dir)
+    return pack.checked[run_dir]
+
+
+def _check_record(run_dir: Path) -> tuple[dict, dict, dict, pd.DataFrame, list[str]]:
     summary, config, env = (read_record_json(run_dir, f) for f in ("summary.json", "config.json", "env.json"))
     problems: list[str] = []
     for obj, keys, what in ((config, CONFIG_KEYS, "config.json"), (env, ENV_KEYS, "env.json")):
