@@ -48,15 +48,16 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import BenchError
+from ..runs import store
 from .groups import GROUP_FIGURES, GROUP_TABLES, Group, PageContext, _discover, _matches
 from .manifest import OWN_DIRS as OWN_DIRS  # moved out; still importable from here
 from .manifest import _clean_stale, _code_hash, _group_hash, _rel, write_text_if_changed
-from .sections import REPORT_SECTIONS, _task_sections
+from .sections import CONCURRENT_SECTIONS, REPORT_SECTIONS, _task_sections
 
 __all__ = [
     "GROUP_FIGURES",
@@ -69,6 +70,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("tbptt_bench.report.build")
+T = TypeVar("T")
 
 
 class ReportError(BenchError):
@@ -107,11 +109,19 @@ def _render_group(
 
 
 def _render_all(
-    results: Path, out: Path, todo: list[Group], figures: bool, jobs: int, disable: bool | None
-) -> None:
-    """Render ``todo`` (biggest first, so two workers finish together); fills each group's fields."""
+    results: Path,
+    out: Path,
+    todo: list[Group],
+    figures: bool,
+    jobs: int,
+    disable: bool | None,
+    meanwhile: Callable[[], T],
+) -> T:
+    """Render ``todo`` (biggest first, so two workers finish together), filling each group's fields,
+    and return ``meanwhile()``: with worker processes it runs here while they render (the page's
+    cross-sweep sections do not need the groups' outputs, only their hashes)."""
     if not todo:
-        return  # nothing changed: no bar either
+        return meanwhile()  # nothing changed: no bar either
     from tqdm import tqdm
 
     todo = sorted(todo, key=lambda g: -sum(_size(d) for d in g.run_dirs))
@@ -123,6 +133,7 @@ def _render_all(
                 bar.set_postfix_str(g.key, refresh=False)
                 _fill(g, _render_group(*args[g.key]))
                 bar.update()
+            return meanwhile()
         else:
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -130,16 +141,23 @@ def _render_all(
             # spawn: a forked child of a process holding matplotlib/tqdm threads may deadlock
             with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=mp.get_context("spawn")) as pool:
                 futures = {pool.submit(_render_group, *args[g.key]): g for g in todo}
+                done = meanwhile()
                 for fut in as_completed(futures):
                     g = futures[fut]
                     _fill(g, fut.result())
                     bar.set_postfix_str(g.key, refresh=False)
                     bar.update()
+            return done
     finally:
         bar.close()
 
 
 def _size(d: Path) -> int:
+    """How much a run weighs in rendering: its files' bytes, or ~6 bytes a curve row when packed."""
+    pack = store.pack_of(d)
+    if pack is not None:
+        start, stop = pack.bounds[d.name]
+        return 6 * (stop - start)
     try:
         return sum(p.stat().st_size for p in d.iterdir() if p.is_file())
     except OSError:
@@ -208,13 +226,16 @@ def build_report(
         else:
             todo.append(g)
         groups.append(g)
-    _render_all(
+    written: list[Path] = []
+    ctx = PageContext(results, out, groups, figures, written, code, old_code, old_cross)
+    early = _render_all(
         results,
         out,
         todo,
         figures,
         jobs,
         True if progress is False else (None if progress is None else False),
+        meanwhile=lambda: {s: s(ctx) for s in REPORT_SECTIONS if s in CONCURRENT_SECTIONS},
     )
     skipped = sorted(
         [(_rel(p, results), reason) for p, reason in pre_skipped] + [s for g in groups for s in g.skipped]
@@ -222,8 +243,6 @@ def build_report(
     for rel, reason in skipped:
         log.warning("skipped run folder %s: %s", rel, reason)
 
-    written: list[Path] = []
-    ctx = PageContext(results, out, groups, figures, written, code, old_code, old_cross)
     n_runs = sum(g.runs for g in groups)
     if n_runs == 0:  # an empty or mistyped folder must not look like a successful report
         log.warning(
@@ -241,7 +260,7 @@ def build_report(
         "",
     ]
     tasks_md = _task_sections(ctx)
-    sections = [s(ctx) for s in REPORT_SECTIONS]
+    sections = [early[s] if s in early else s(ctx) for s in REPORT_SECTIONS]
     contents = sorted({g.task for g in groups if g.runs})
     page += ["Tasks: " + " · ".join(f"[{t}](#{t})" for t in contents), ""] if contents else []
     page += tasks_md

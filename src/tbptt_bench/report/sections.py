@@ -264,3 +264,6 @@ REPORT_SECTIONS: list[Callable[[PageContext], list[str]]] = [
     _benchmark_section,
     _explainer_figures,
 ]
+#: Sections that read only the groups' keys and hashes, never what rendering them wrote: they run
+#: while worker processes render the groups (the two slowest parts of a report from scratch).
+CONCURRENT_SECTIONS = frozenset({_cross_sweep_tables, _gradient_section})
