@@ -170,6 +170,23 @@ def test_the_schedule_is_the_same_for_every_style_starts_at_0_and_has_at_least_1
                 assert plan.schedule[0] == 0 and len(plan.schedule) >= 10, (spec.name, preset)
 
 
+@pytest.mark.parametrize(
+    "style, segments, length",
+    [("tf_style(5)", 1, 250), ("williams_peng(5)", 1, 50), ("artbp(5)", 1, 250), ("full()", 50, 20)],
+)
+def test_equal_updates_plans_u_updates_for_every_style_with_a_window(style, segments, length):
+    """Equal updates: U = 50 updates of k1 steps on one stream; ARTBP on a stream of U * n steps
+    (its segments' mean length is n: 50 updates in expectation, not one per n steps of 50 rows);
+    full BPTT on U fresh rows."""
+    b = Budget(epochs=1, mode="updates", updates=50, **TINY)
+    plan = harness.plan_run(b, parse_style(style))
+    assert len(plan.segments) == segments and {s.length for s in plan.segments} == {length}
+    assert len(plan.update_positions) == 50 and plan.describe()["planned_updates"] == 50
+    rec = harness.run_record(cfg(style, b), "cpu")
+    made = rec.summary["updates"]
+    assert made == 50 if style != "artbp(5)" else 25 <= made <= 100, made
+
+
 @pytest.mark.parametrize("style", ["artbp(4)", "adaptive(0.1)", "random_depth(4)"])
 def test_styles_with_random_update_times_run_on_the_same_schedule(style):
     """ARTBP and adaptive TBPTT choose their update times while training: the run still trains

@@ -20,7 +20,8 @@ The protocol (docs/semantics.md, "Fair comparison"):
 
 - **What trains.** ``plan_run`` turns the budget mode into segments, each a stretch of stream
   trained from a fresh state: data = ``epochs`` streams of ``row_len`` steps; updates = one stream
-  of U * k1 steps, or U fresh rows for a style whose k1 is the whole row; episodic = the
+  of U * k1 steps (ARTBP: U * n, its mean segment), or U fresh rows for a style whose k1 is the
+  whole row (full BPTT, r2rt's random(pi); adaptive TBPTT, whose K is chosen in training); episodic = the
   ``epochs`` streams cut into ``episode_len`` sequences. ``config.json``'s ``protocol`` says which.
 - **When it is measured.** One validation schedule per task: ``eval_points`` points
   round(linspace(0, total, eval_points)) on the run's budget axis (timesteps per row for data and

@@ -97,9 +97,12 @@ def plan_run(budget: Budget, style: Style) -> RunPlan:
             for e in range(b.epochs)
             for j in range(per)
         ]
-    elif style.k1 is not None:  # updates: one stream exactly long enough for U updates of k1 steps
-        segs = [Segment(0, 0, b.updates * style.k1, b.updates * style.k1, 0)]
-    else:  # updates, k1 = the whole row (full BPTT): U fresh rows, one update each, state reset per row
+    elif style.k1 is not None or style.n is not None:
+        # updates: one stream exactly long enough for U updates of k1 steps; ARTBP's segments have
+        # mean length n, so U updates in expectation (the run records how many it made)
+        k = style.k1 if style.k1 is not None else style.n
+        segs = [Segment(0, 0, b.updates * k, b.updates * k, 0)]
+    else:  # updates, k1 = the whole row (full BPTT, r2rt's random(pi), adaptive): U fresh rows
         segs = [Segment(i, 0, b.row_len, b.row_len, i * b.row_len) for i in range(b.updates)]
     times = [s.offset + t for s in segs for t in style.update_times(s.length)]
     axis = "updates" if b.mode == "updates" else "timesteps"
