@@ -426,6 +426,17 @@ def test_report_writes_fair_tables_from_new_protocol_records(tmp_path):
     assert "| Williams–Peng (1, 4) | **0.505 ± 0.007** | 2k | 16k |" in r2rt
 
 
+def test_equal_updates_blocks_name_a_style_that_made_other_update_counts():
+    def rows(wp_updates: int) -> pd.DataFrame:
+        kw = dict(sweep="full-updates", budget_mode="updates", row_len=100)
+        made = {"tf4": 500, "full": 500, "wp4": wp_updates}
+        return frame([rec(st, 0.1, s, 0.5, updates=u, **kw) for st, u in made.items() for s in range(3)])
+
+    md, _ = fair.fair_tables(rows(6_550))
+    assert "Not at equal updates (most styles made 500): Williams–Peng (1, 4) (6,550)" in md
+    assert "Not at equal updates" not in fair.fair_tables(rows(510))[0]
+
+
 def test_summary_gives_paired_differences_and_names_the_axis():
     runs = frame(
         [rec("tf4", 0.1, s, v) for s, v in enumerate([0.50, 0.52, 0.54])]

@@ -223,6 +223,15 @@ def test_page_has_one_row_per_claim_for_each_device_and_sweep():
     assert len(rows) == 2 * (len(R.CLAIMS) + 1)
 
 
+def test_only_equal_data_sweeps_are_judged():
+    """The claims are about equal data: an equal-updates or episodic sweep gets no table."""
+    df = frame([("echo", "tf_style(5)", 0.5)]).assign(budget_mode="data")
+    others = [df.assign(sweep=s, budget_mode=m, run_id=s) for s, m in (("fu", "updates"), ("fe", "episodic"))]
+    old = df.assign(sweep="quick", budget_mode=None, run_id="q0")  # before budget modes: equal data
+    md = R.reproductions_markdown(pd.concat([df, old, *others]))
+    assert "sweep full" in md and "sweep quick" in md and "sweep fu " not in md and "sweep fe " not in md
+
+
 def test_page_builds_from_committed_records():
     loaded = store.load_runs(FIXTURES)
     md = R.reproductions_markdown(loaded.runs)

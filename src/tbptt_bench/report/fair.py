@@ -309,6 +309,17 @@ def _block_notes(comp: Comparison, rows: list[Row], ref: Row | None, n: int | No
     if starved:
         notes.append(f"Starved (< {STARVED_UPDATES} updates; no difference shown): {', '.join(starved)}.")
     if comp.key == "updates":
+        made = {r.cell.style_label: r.cell.mean_of("updates") for r in rows}
+        counts = sorted(round(v) for v in made.values() if v)
+        usual = counts[len(counts) // 2] if counts else None  # the median style's count: the sweep's U
+        off = [
+            f"{label} ({v:,.0f})" for label, v in made.items() if usual and v and abs(v - usual) > usual / 4
+        ]
+        if off:
+            notes.append(
+                f"Not at equal updates (most styles made {usual:,}): {', '.join(off)}; their Δ "
+                "compares unequal numbers of updates (adaptive TBPTT chooses its window while training)."
+            )
         lens = {r.cell.style_preset: {s.row_len for s in r.cell.ok if s.row_len} for r in rows}
         full = sorted(lens.get("full", set()))
         others = sorted({x for p, v in lens.items() if p != "full" for x in v})

@@ -215,9 +215,14 @@ def reproductions_markdown(runs: pd.DataFrame, studies: Mapping[str, Sequence[Ma
         "",
         "Each verdict is computed from the run records by the rule in its row (module "
         "`tbptt_bench.report.reproductions`). Values are the best learning rate's mean over the seeds "
-        f"that finished ok; tol = {TOL_SHARE:.0%} of the task's no-memory − optimal gap.",
+        f"that finished ok; tol = {TOL_SHARE:.0%} of the task's no-memory − optimal gap. The claims "
+        "are about training on the same data (epochs of the same streams), so they are judged on the "
+        "equal-data sweeps only; the equal-updates and episodic sweeps are compared in each task's "
+        "fair.md.",
         "",
     ]
+    if len(runs) and "budget_mode" in runs:  # records from before budget modes trained on equal data
+        runs = runs[runs["budget_mode"].isna() | (runs["budget_mode"] == "data")]
     if not len(runs) and not studies:
         return "\n".join(md + ["No runs.", ""])
     groups = (
