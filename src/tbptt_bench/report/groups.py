@@ -15,6 +15,9 @@ from typing import Any
 from ..runs import store
 from .manifest import _rel
 
+#: The fullest sweeps first (the comparisons, in the order of the budget axes), then the sanity checks.
+SWEEP_ORDER = {"full": 0, "full-updates": 1, "full-episodic": 2, "quick": 3, "smoke": 4}
+
 __all__ = ["GROUP_FIGURES", "GROUP_TABLES", "Group", "PageContext"]
 
 

@@ -53,10 +53,9 @@ from .claim_rules import (  # noqa: F401  (every rule's name stays importable fr
     judge_true_vs_tf,
     judge_vanishing,
 )
+from .groups import SWEEP_ORDER
 
 __all__ = ["CLAIMS", "Claim", "Verdict", "judge_all", "reproductions_markdown"]
-
-SWEEP_ORDER = {"full": 0, "quick": 1, "smoke": 2}
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..runs import store
-from .groups import GROUP_FIGURES, Group, PageContext
+from .groups import GROUP_FIGURES, SWEEP_ORDER, Group, PageContext
 from .manifest import _rel, write_text_if_changed
 
 __all__ = ["REPORT_SECTIONS"]
@@ -73,8 +73,8 @@ def _task_sections(ctx: PageContext) -> list[str]:
 
 
 def _group_order(g: Group) -> tuple:
-    # the fullest sweep first: it is the comparison; quick/smoke are sanity checks
-    return ({"full": 0, "quick": 1, "smoke": 2}.get(g.sweep, 3), g.device, g.sweep)
+    # the full sweeps first (equal data, updates, episodic): the comparisons; quick/smoke are sanity checks
+    return (SWEEP_ORDER.get(g.sweep, len(SWEEP_ORDER)), g.device, g.sweep)
 
 
 def _hardware_section(ctx: PageContext) -> list[str]:
