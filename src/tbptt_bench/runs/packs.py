@@ -165,7 +165,7 @@ def _read(path: Path) -> Pack:
     except Exception as e:  # pyarrow raises many kinds for damaged bytes
         raise StoreError(f"{PACK_FILE} is unreadable: {cut_text(str(e) or type(e).__name__, 200)}") from None
     stops = np.r_[first[1:], len(codes)]
-    lengths = np.add.reduceat(rows, first) if len(first) else np.zeros(0, int)
+    lengths = np.add.reduceat(rows.astype(np.int64), first) if len(first) else np.zeros(0, np.int64)
     if ((lengths == 0) & (stops - first != 1)).any():
         raise StoreError(f"{PACK_FILE}: a run without curve rows must have exactly one row")
     ends = np.cumsum(lengths)
