@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .curves import LEGACY_CURVE_FILE, curve_file, read_curve_frame
-from .packs import PACK_FILE, pack_of
+from .packs import PACK_FILE, Pack, pack_of
 from .record_io import StoreError, _cut, cut_text
 from .schema import (
     _CONFIG_SCHEMA,
@@ -161,12 +161,15 @@ def failure_kind_of(summary: Mapping[str, Any]) -> str | None:
     return kind if kind in FAILURE_KINDS else classify_failure(summary.get("error"))
 
 
-def _consistency(run_dir: Path, config: dict, summary: dict, curve: pd.DataFrame) -> list[str]:
-    """Summary against curve, status against its fields, folder name against the config's hash."""
+def _consistency(
+    run_dir: Path, config: dict, summary: dict, curve: pd.DataFrame, name: str | None = None
+) -> list[str]:
+    """Summary against curve, status against its fields, folder name against the config's hash.
+    ``name``: what problem lines call the curve (default: the folder's curve file)."""
     problems = []
     status = summary.get("status")
     diverged = status == "diverged"
-    name = curve_file(run_dir).name if pack_of(run_dir) is None else f"{PACK_FILE} run {run_dir.name}"
+    name = name or curve_file(run_dir).name
     first = 2 if name == LEGACY_CURVE_FILE else 1  # a CSV's first row is line 2, under the header
     loss = curve["loss"].to_numpy(dtype=float)
     finite = np.isfinite(loss)
@@ -248,14 +251,21 @@ def _read_record(run_dir: Path) -> tuple[dict, dict, dict, pd.DataFrame, list[st
     """
     pack = pack_of(run_dir)
     if pack is None:
-        return _check_record(run_dir)
+        return _check_record(run_dir, None)
     if run_dir not in pack.checked:
-        pack.checked[run_dir] = _check_record(run_dir)
+        pack.checked[run_dir] = _check_record(run_dir, pack)
     return pack.checked[run_dir]
 
 
-def _check_record(run_dir: Path) -> tuple[dict, dict, dict, pd.DataFrame, list[str]]:
-    summary, config, env = (read_record_json(run_dir, f) for f in ("summary.json", "config.json", "env.json"))
+def _check_record(run_dir: Path, pack: Pack | None) -> tuple[dict, dict, dict, pd.DataFrame, list[str]]:
+    """``_read_record`` for a folder (``pack`` None) or for a run of ``pack``."""
+    if pack is not None:
+        texts = pack.texts[run_dir.name]
+        summary, config, env = (_parse_json(texts[f], f) for f in ("summary.json", "config.json", "env.json"))
+    else:
+        summary, config, env = (
+            read_record_json(run_dir, f) for f in ("summary.json", "config.json", "env.json")
+        )
     problems: list[str] = []
     for obj, keys, what in ((config, CONFIG_KEYS, "config.json"), (env, ENV_KEYS, "env.json")):
         missing = [k for k in keys if k not in obj]
@@ -282,10 +292,10 @@ def _check_record(run_dir: Path) -> tuple[dict, dict, dict, pd.DataFrame, list[s
         "summary.json",
         optional=SUMMARY_OPTIONAL_KEYS,
     )
-    pack = pack_of(run_dir)
     curve = pack.curve(run_dir.name) if pack is not None else read_curve_frame(run_dir)
     if not problems:  # consistency needs well-typed fields
-        problems += _consistency(run_dir, config, summary, curve)
+        name = f"{PACK_FILE} run {run_dir.name}" if pack is not None else None
+        problems += _consistency(run_dir, config, summary, curve, name)
     return config, env, summary, curve, problems
 
 
