@@ -211,6 +211,7 @@ def loss_vs_n_figure(runs: pd.DataFrame):
         fig, axes = _new_figure(1, len(groups), 4.8 + 2.4 / len(groups), 3.4)
         for ax, g in zip(axes[0], groups):
             values: list[float] = []
+            drawn: list[tuple[list[float], list[float], str]] = []  # (xs, ys, colour) per family
             best: dict[tuple[str, int], object] = {}
             for c in g.cells:
                 if c.mean is None or c.n is None or c.style_preset == "full":
@@ -238,7 +239,9 @@ def loss_vs_n_figure(runs: pd.DataFrame):
                     capsize=2.5,
                     label=FAMILY_NAMES.get(fam, fam),
                 )
-                values += [y + e for y, e in zip(ys, err)] + [y - e for y, e in zip(ys, err)]
+                drawn.append((xs, ys, fam_color.get(fam, "0.4")))
+                # losses are >= 0: a wide sd (one seed far off) must not stretch the axis below 0
+                values += [y + e for y, e in zip(ys, err)] + [max(y - e, 0.0) for y, e in zip(ys, err)]
             full = [c for c in g.cells if c.style_preset == "full" and c.mean is not None]
             handles = []
             if full:
@@ -246,7 +249,7 @@ def loss_vs_n_figure(runs: pd.DataFrame):
                 ax.axhline(f.mean, color=FAMILY_COLORS["full"], lw=1.4, zorder=2)
                 if f.sd:
                     ax.axhspan(f.mean - f.sd, f.mean + f.sd, color="0.5", alpha=0.15, lw=0)
-                values += [f.mean + (f.sd or 0), f.mean - (f.sd or 0)]
+                values += [f.mean + (f.sd or 0), max(f.mean - (f.sd or 0), 0.0)]
                 handles.append(
                     Line2D(
                         [], [], color=FAMILY_COLORS["full"], lw=1.4, label="full BPTT (best lr, ± sd band)"
@@ -255,6 +258,8 @@ def loss_vs_n_figure(runs: pd.DataFrame):
             _ref_lines(ax, refs)
             lo, hi, clipped = informative_ylim(values, [v for _, v, _ in refs])
             ax.set_ylim(lo, hi)
+            for xs, ys, color in drawn if clipped else ():
+                _mark_outliers(ax, xs, ys, color, hi)  # a mean above the axis: ▲ on its top edge
             if ns:
                 ax.set_xscale("log")
                 ax.set_xlim(min(ns) / 1.35, max(ns) * 1.35)
