@@ -517,6 +517,39 @@ def test_informative_ylim_drops_far_outliers_and_keeps_references():
     assert not clipped and hi >= 0.62
 
 
+def test_log_y_only_when_losses_span_more_than_two_decades():
+    assert not figures.log_y_wanted([0.45, 0.52, 0.66], [0.4545])
+    assert figures.log_y_wanted([0.3, 2.0, 6500.0], [0.21, 17.1])  # influence's truncated styles
+    assert not figures.log_y_wanted([0.0, 0.0, 5.0], [0.2])  # zeros are not a decade
+
+
+def test_reference_labels_never_overprint():
+    from tbptt_bench.report.figure_style import _new_figure, _ref_lines, _style
+
+    with _style():
+        fig, axes = _new_figure(1, 1, 4.0, 3.0)
+        ax = axes[0][0]
+        ax.set_ylim(0.0, 100.0)
+        _ref_lines(ax, [("optimal", 0.17, None), ("no-memory", 1.7, None), ("chance", 60.0, None)])
+        texts = {t.get_text(): t for t in ax.texts}
+        # 0.17 and 1.7 are 1.5% of the axis apart: one label under its line, one above
+        assert set(texts) == {"optimal 0.17", "no-memory 1.7", "chance 60"}
+        assert texts["optimal 0.17"].get_va() == "top" and texts["no-memory 1.7"].get_va() == "bottom"
+        assert texts["chance 60"].get_va() == "bottom"
+        ax.set_yscale("log")  # the same lines a decade apart on a log axis: each its own label
+        ax.set_ylim(0.1, 100.0)
+        for t in list(ax.texts):
+            t.remove()
+        _ref_lines(ax, [("optimal", 0.17, None), ("no-memory", 1.7, None)])
+        assert {t.get_va() for t in ax.texts} == {"bottom"}
+        ax.set_yscale("linear")
+        ax.set_ylim(0.0, 100.0)
+        for t in list(ax.texts):
+            t.remove()
+        _ref_lines(ax, [("a", 1.0, None), ("b", 2.0, None), ("c", 3.0, None)])
+        assert [t.get_text() for t in ax.texts] == ["c 3 · b 2 · a 1"]  # three close: one label
+
+
 def test_saved_svg_carries_axis_labels(built):
     out, _ = built
     svg = (out / "figures" / "gradient_norms.svg").read_text(encoding="utf-8")

@@ -23,6 +23,7 @@ __all__ = [
     "RC",
     "family_styles",
     "informative_ylim",
+    "log_y_wanted",
     "save",
     "write_bytes_if_changed",
 ]
@@ -213,20 +214,46 @@ def _mark_outliers(ax, xs, ys, color, hi: float) -> None:
         )
 
 
+def log_y_wanted(values: Sequence[float], refs: Sequence[float] = (), decades: float = 2.0) -> bool:
+    """Whether a loss axis should be logarithmic: the positive values and references span more
+    than ``decades`` decades (influence balancing's truncated styles reach losses 10^4 times its
+    optimum; on a linear axis every other point and line sits on the bottom edge)."""
+    v = np.asarray([x for x in [*values, *refs] if np.isfinite(x) and x > 0], dtype=float)
+    return len(v) > 1 and float(np.log10(v.max() / v.min())) > decades
+
+
 def _ref_lines(ax, refs: Sequence[tuple[str, float, str | None]]) -> None:
-    for name, value, _ in refs:
-        ax.axhline(value, ls="--", lw=0.8, color="0.35", zorder=1)
-        ax.annotate(
-            f"{name} {value:.4g}",
-            xy=(1.0, value),
-            xycoords=("axes fraction", "data"),
-            xytext=(-2, 2),
-            textcoords="offset points",
-            ha="right",
-            va="bottom",
-            fontsize=7,
-            color="0.25",
-        )
+    """Dashed reference lines, labelled at the right edge. Call after the y limits and scale are
+    set: labels closer than 5% of the axis height are kept apart (the lower of a pair goes under its
+    line; three or more close lines share one label above the highest), so no two overprint."""
+    to_axes = ax.transScale + ax.transLimits  # data -> axes fraction, on a linear or log axis
+    placed = sorted((float(to_axes.transform((1.0, v))[1]), name, v) for name, v, _ in refs)
+    clusters: list[list[tuple[float, str, float]]] = []
+    for item in placed:
+        if clusters and item[0] - clusters[-1][-1][0] < 0.05:
+            clusters[-1].append(item)
+        else:
+            clusters.append([item])
+    for cluster in clusters:
+        for _, _name, value in cluster:
+            ax.axhline(value, ls="--", lw=0.8, color="0.35", zorder=1)
+        if len(cluster) == 2:
+            labels = [(cluster[0], "top", -2), (cluster[1], "bottom", 2)]
+        else:
+            text = " · ".join(f"{name} {value:.4g}" for _, name, value in reversed(cluster))
+            labels = [((cluster[-1][0], text, None), "bottom", 2)]
+        for (_, name, value), va, dy in labels:
+            ax.annotate(
+                name if value is None else f"{name} {value:.4g}",
+                xy=(1.0, cluster[-1][2] if value is None else value),
+                xycoords=("axes fraction", "data"),
+                xytext=(-2, dy),
+                textcoords="offset points",
+                ha="right",
+                va=va,
+                fontsize=7,
+                color="0.25",
+            )
 
 
 def _style_order(runs: pd.DataFrame) -> list[str]:
@@ -256,10 +283,10 @@ def _style_legend(fig, labels: Sequence[str], looks: dict, title: str) -> None:
         )
 
 
-def _plain_log_ticks(axis) -> None:
+def _plain_log_ticks(axis, subs: Sequence[float] = (1.0, 2.0, 5.0)) -> None:
     """Log-scale tick labels as plain numbers ('20', '0.001'): readable, and no mathtext to parse."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_locator(LogLocator(subs=tuple(subs)))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(NullFormatter())

@@ -33,6 +33,7 @@ from .figure_style import (
     _style_order,
     family_styles,
     informative_ylim,
+    log_y_wanted,
     save,
 )
 from .figure_style import N_DASHES as N_DASHES  # moved out; still importable from here
@@ -46,6 +47,7 @@ __all__ = [
     "informative_ylim",
     "learning_curves_figure",
     "linear_rnn_gradient_norms",
+    "log_y_wanted",
     "loss_vs_n_figure",
     "quality_cost_figure",
     "save",
@@ -144,11 +146,11 @@ def learning_curves_figure(runs: pd.DataFrame, curves: pd.DataFrame):
                         )
                     if clipped:
                         _mark_outliers(ax, xs, ys, look["color"], hi)
-                _ref_lines(ax, refs)
                 ax.set_ylim(lo, hi)
                 if symlog:  # counts are >= 0: no negative decades in the margin
                     ax.set_xscale("symlog", linthresh=1.0)
                     ax.set_xlim(left=0)
+                _ref_lines(ax, refs)  # after the limits: its labels are spaced on the final axis
                 ax.set_xlabel(xlabel)
                 ax.set_ylabel(f"validation loss ({units})")
                 ax.set_title(
@@ -210,6 +212,7 @@ def loss_vs_n_figure(runs: pd.DataFrame):
         # + room for the legend beside the panels, so one panel is not squeezed below its labels
         fig, axes = _new_figure(1, len(groups), 4.8 + 2.4 / len(groups), 3.4)
         for ax, g in zip(axes[0], groups):
+            log_y = False
             values: list[float] = []
             drawn: list[tuple[list[float], list[float], str]] = []  # (xs, ys, colour) per family
             best: dict[tuple[str, int], object] = {}
@@ -255,11 +258,32 @@ def loss_vs_n_figure(runs: pd.DataFrame):
                         [], [], color=FAMILY_COLORS["full"], lw=1.4, label="full BPTT (best lr, ± sd band)"
                     )
                 )
+            ref_values = [v for _, v, _ in refs]
+            if log_y_wanted(values, ref_values):
+                # losses over several decades (influence: truncated styles 10^4 x the optimum):
+                # a log axis shows every point and line instead of clipping the bulk to the floor
+                ax.set_yscale("log")
+                shown = [v for v in [*values, *ref_values] if np.isfinite(v) and v > 0]
+                ax.set_ylim(min(shown) / 1.5, max(shown) * 1.5)
+                # 1-2-5 ticks crowd an axis over more than three decades: decades only there
+                _plain_log_ticks(ax.yaxis, subs=(1.0,) if max(shown) / min(shown) > 1e3 else (1.0, 2.0, 5.0))
+                log_y = True
+            else:
+                lo, hi, clipped = informative_ylim(values, ref_values)
+                ax.set_ylim(lo, hi)
+                for xs, ys, color in drawn if clipped else ():
+                    _mark_outliers(ax, xs, ys, color, hi)  # a mean above the axis: ▲ on its top edge
+                if full and f.mean > hi:  # its level is off the axis: say where it is
+                    ax.annotate(
+                        f"▲ full BPTT {f.mean:.4g} (above the axis)",
+                        xy=(0.01, 0.99),
+                        xycoords="axes fraction",
+                        ha="left",
+                        va="top",
+                        fontsize=7,
+                        color=FAMILY_COLORS["full"],
+                    )
             _ref_lines(ax, refs)
-            lo, hi, clipped = informative_ylim(values, [v for _, v, _ in refs])
-            ax.set_ylim(lo, hi)
-            for xs, ys, color in drawn if clipped else ():
-                _mark_outliers(ax, xs, ys, color, hi)  # a mean above the axis: ▲ on its top edge
             if ns:
                 ax.set_xscale("log")
                 ax.set_xlim(min(ns) / 1.35, max(ns) * 1.35)
@@ -270,7 +294,7 @@ def loss_vs_n_figure(runs: pd.DataFrame):
                 ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel("truncation length n (log scale; older random(pi) rows: 1/pi)")
             ax.set_ylabel(f"final validation loss ({units})")
-            ax.set_title(g.label)
+            ax.set_title(f"{g.label}; log y axis" if log_y else g.label)
             h, _ = ax.get_legend_handles_labels()
             for hh in h + handles:
                 legend.setdefault(hh.get_label(), hh)
@@ -326,6 +350,7 @@ def quality_cost_figure(runs: pd.DataFrame):
             ax.set_xscale("log")
             _plain_log_ticks(ax.xaxis)
         ax.set_ylim(lo, hi)
+        _ref_lines(ax, refs)  # after the limits: its labels are spaced on the final axis
         shown = [lab for lab in order if (ok["style_label"] == lab).any()]
         if shown:  # legend markers of one size: the area encodes memory, not the style
             from matplotlib.lines import Line2D
@@ -345,7 +370,6 @@ def quality_cost_figure(runs: pd.DataFrame):
                 frameon=False,
                 title="style",
             )
-        _ref_lines(ax, refs)
         ax.set_xlabel("training wall time (s)")
         ax.set_ylabel(f"final validation loss ({units})")
         ax.set_title(
