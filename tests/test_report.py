@@ -660,3 +660,22 @@ def test_groups_without_any_ok_run_still_report(tmp_path):
     fig = figures.learning_curves_figure(loaded.runs, loaded.curves)
     assert [len(ax.lines) for ax in fig.axes] == [3, 3, 3]  # only the three dashed reference lines
     assert figures.quality_cost_figure(loaded.runs).axes[0].get_xlabel() == "training wall time (s)"
+
+
+def test_loss_vs_n_draws_styles_without_n_as_levels():
+    # adaptive TBPTT chooses its window while training: no n, so it is a dotted level, not missing
+    loaded = store.load_runs(FIXTURE)
+    group = loaded.runs[(loaded.runs["device_tag"] == CPU) & (loaded.runs["task"] == "echo")].copy()
+    one_step = group["style_preset"] == "one_step"
+    assert one_step.any()
+    group.loc[one_step, ["style_preset", "style_n", "style_spec", "style_label"]] = [
+        "adaptive",
+        np.nan,
+        "adaptive(delta=0.1,K<=64)",
+        "Adaptive TBPTT (delta=0.1, K<=64)",
+    ]
+    fig = figures.loss_vs_n_figure(group)
+    ax = fig.axes[0]
+    dotted = [line for line in ax.lines if line.get_linestyle() == ":"]
+    assert [round(line.get_ydata()[0], 3) for line in dotted] == [0.66]  # one-step's n = 8 mean
+    assert "adaptive TBPTT (no fixed n; best lr)" in [t.get_text() for t in fig.legends[0].get_texts()]

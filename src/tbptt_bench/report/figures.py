@@ -247,6 +247,26 @@ def loss_vs_n_figure(runs: pd.DataFrame):
                 values += [y + e for y, e in zip(ys, err)] + [max(y - e, 0.0) for y, e in zip(ys, err)]
             full = [c for c in g.cells if c.style_preset == "full" and c.mean is not None]
             handles = []
+            # styles without a fixed n (adaptive TBPTT chooses its K while training) have no x:
+            # each is a dotted level at its best learning rate, so it is never silently missing
+            for fam in fam_order:
+                levels = [c for c in g.cells if c.style_preset == fam and c.n is None and c.mean is not None]
+                if not levels:
+                    continue
+                lv = min(levels, key=lambda c: (c.mean, -c.lr))
+                color = fam_color.get(fam, "0.4")
+                ax.axhline(lv.mean, color=color, ls=":", lw=1.6, zorder=2)
+                values += [lv.mean]
+                handles.append(
+                    Line2D(
+                        [],
+                        [],
+                        color=color,
+                        ls=":",
+                        lw=1.6,
+                        label=f"{FAMILY_NAMES.get(fam, fam)} (no fixed n; best lr)",
+                    )
+                )
             if full:
                 f = min(full, key=lambda c: (c.mean, -c.lr))
                 ax.axhline(f.mean, color=FAMILY_COLORS["full"], lw=1.4, zorder=2)
