@@ -521,6 +521,15 @@ def test_log_y_only_when_losses_span_more_than_two_decades():
     assert not figures.log_y_wanted([0.45, 0.52, 0.66], [0.4545])
     assert figures.log_y_wanted([0.3, 2.0, 6500.0], [0.21, 17.1])  # influence's truncated styles
     assert not figures.log_y_wanted([0.0, 0.0, 5.0], [0.2])  # zeros are not a decade
+    from tbptt_bench.report.figure_style import _new_figure, _style, set_loss_axis
+
+    with _style():
+        _, axes = _new_figure(1, 2, 3.0, 2.0)
+        hi, clipped, log = set_loss_axis(axes[0][0], [0.3, 2.0, 6500.0], [0.21, 17.1])
+        lo, top = axes[0][0].get_ylim()
+        assert log and not clipped and axes[0][0].get_yscale() == "log" and lo < 0.21 and top > 6500
+        hi, clipped, log = set_loss_axis(axes[0][1], [0.5, 0.52, 0.55, 0.6, 9.0] + [0.51] * 20, [0.45, 0.66])
+        assert not log and clipped and hi < 1.0 and axes[0][1].get_yscale() == "linear"
 
 
 def test_reference_labels_never_overprint():

@@ -25,6 +25,7 @@ __all__ = [
     "informative_ylim",
     "log_y_wanted",
     "save",
+    "set_loss_axis",
     "write_bytes_if_changed",
 ]
 
@@ -220,6 +221,24 @@ def log_y_wanted(values: Sequence[float], refs: Sequence[float] = (), decades: f
     optimum; on a linear axis every other point and line sits on the bottom edge)."""
     v = np.asarray([x for x in [*values, *refs] if np.isfinite(x) and x > 0], dtype=float)
     return len(v) > 1 and float(np.log10(v.max() / v.min())) > decades
+
+
+def set_loss_axis(ax, values: Sequence[float], refs: Sequence[float] = ()) -> tuple[float, bool, bool]:
+    """Set a loss axis's scale and limits; returns (high, clipped, log).
+
+    Losses over more than two decades (``log_y_wanted``) get a log axis holding every value, with
+    decade ticks beyond three decades (1-2-5 ticks crowd there); otherwise ``informative_ylim``'s
+    linear range, whose clipped values the caller marks on the top edge (high = the axis's top).
+    """
+    if log_y_wanted(values, refs):
+        shown = [v for v in [*values, *refs] if np.isfinite(v) and v > 0]
+        ax.set_yscale("log")
+        ax.set_ylim(min(shown) / 1.5, max(shown) * 1.5)
+        _plain_log_ticks(ax.yaxis, subs=(1.0,) if max(shown) / min(shown) > 1e3 else (1.0, 2.0, 5.0))
+        return float("inf"), False, True
+    lo, hi, clipped = informative_ylim(values, refs)
+    ax.set_ylim(lo, hi)
+    return hi, clipped, False
 
 
 def _ref_lines(ax, refs: Sequence[tuple[str, float, str | None]]) -> None:

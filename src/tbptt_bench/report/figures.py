@@ -35,6 +35,7 @@ from .figure_style import (
     informative_ylim,
     log_y_wanted,
     save,
+    set_loss_axis,
 )
 from .figure_style import N_DASHES as N_DASHES  # moved out; still importable from here
 from .figure_style import OTHER_COLORS as OTHER_COLORS
@@ -212,7 +213,6 @@ def loss_vs_n_figure(runs: pd.DataFrame):
         # + room for the legend beside the panels, so one panel is not squeezed below its labels
         fig, axes = _new_figure(1, len(groups), 4.8 + 2.4 / len(groups), 3.4)
         for ax, g in zip(axes[0], groups):
-            log_y = False
             values: list[float] = []
             drawn: list[tuple[list[float], list[float], str]] = []  # (xs, ys, colour) per family
             best: dict[tuple[str, int], object] = {}
@@ -278,21 +278,12 @@ def loss_vs_n_figure(runs: pd.DataFrame):
                         [], [], color=FAMILY_COLORS["full"], lw=1.4, label="full BPTT (best lr, ± sd band)"
                     )
                 )
-            ref_values = [v for _, v, _ in refs]
-            if log_y_wanted(values, ref_values):
-                # losses over several decades (influence: truncated styles 10^4 x the optimum):
-                # a log axis shows every point and line instead of clipping the bulk to the floor
-                ax.set_yscale("log")
-                shown = [v for v in [*values, *ref_values] if np.isfinite(v) and v > 0]
-                ax.set_ylim(min(shown) / 1.5, max(shown) * 1.5)
-                # 1-2-5 ticks crowd an axis over more than three decades: decades only there
-                _plain_log_ticks(ax.yaxis, subs=(1.0,) if max(shown) / min(shown) > 1e3 else (1.0, 2.0, 5.0))
-                log_y = True
-            else:
-                lo, hi, clipped = informative_ylim(values, ref_values)
-                ax.set_ylim(lo, hi)
+            # losses over several decades (influence: truncated styles 10^4 x the optimum) get a
+            # log axis showing every point; otherwise means above the range are ▲ on its top edge
+            hi, clipped, log_y = set_loss_axis(ax, values, [v for _, v, _ in refs])
+            if not log_y:
                 for xs, ys, color in drawn if clipped else ():
-                    _mark_outliers(ax, xs, ys, color, hi)  # a mean above the axis: ▲ on its top edge
+                    _mark_outliers(ax, xs, ys, color, hi)
                 if full and f.mean > hi:  # its level is off the axis: say where it is
                     ax.annotate(
                         f"▲ full BPTT {f.mean:.4g} (above the axis)",
@@ -347,7 +338,7 @@ def quality_cost_figure(runs: pd.DataFrame):
         saved = ok["saved_for_backward_peak_bytes"].astype(float) / MiB
         smax = float(np.nanmax(saved)) if saved.notna().any() else 0.0
         size = (20 + 180 * (saved / smax)).fillna(30) if smax > 0 else pd.Series(30.0, index=ok.index)
-        lo, hi, clipped = informative_ylim(ok["final_val_loss"].to_numpy(float), [v for _, v, _ in refs])
+        hi, clipped, log_y = set_loss_axis(ax, ok["final_val_loss"].to_numpy(float), [v for _, v, _ in refs])
         for label in order:
             sel = ok["style_label"] == label
             if not sel.any():
@@ -369,7 +360,6 @@ def quality_cost_figure(runs: pd.DataFrame):
         if len(ok) and ok["train_wall_s"].max() > 10 * max(ok["train_wall_s"].min(), 1e-12):
             ax.set_xscale("log")
             _plain_log_ticks(ax.xaxis)
-        ax.set_ylim(lo, hi)
         _ref_lines(ax, refs)  # after the limits: its labels are spaced on the final axis
         shown = [lab for lab in order if (ok["style_label"] == lab).any()]
         if shown:  # legend markers of one size: the area encodes memory, not the style
@@ -395,7 +385,8 @@ def quality_cost_figure(runs: pd.DataFrame):
         ax.set_title(
             f"{r0['task']} — {r0['device_tag']} ({r0['sweep']}): quality vs cost\n"
             f"every ok run; marker area ∝ saved-for-backward memory (largest {smax:.3g} MiB)"
-            + ("\nlosses above the axis drawn on its top edge" if clipped else ""),
+            + ("\nlosses above the axis drawn on its top edge" if clipped else "")
+            + ("\nlog y axis: the losses span more than two decades" if log_y else ""),
             fontsize=8,
         )
     return fig
