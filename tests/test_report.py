@@ -549,8 +549,9 @@ def test_reference_labels_never_overprint():
         ax.set_ylim(0.1, 100.0)
         for t in list(ax.texts):
             t.remove()
-        _ref_lines(ax, [("optimal", 0.17, None), ("no-memory", 1.7, None)])
+        _ref_lines(ax, [("optimal", 0.17, None), ("no-memory", 1.7, None), ("zero", 0.0, None)])
         assert {t.get_va() for t in ax.texts} == {"bottom"}
+        assert [t.get_text() for t in ax.texts] == ["optimal 0.17", "no-memory 1.7"]  # 0: not on a log axis
         ax.set_yscale("linear")
         ax.set_ylim(0.0, 100.0)
         for t in list(ax.texts):

@@ -246,7 +246,11 @@ def _ref_lines(ax, refs: Sequence[tuple[str, float, str | None]]) -> None:
     set: labels closer than 5% of the axis height are kept apart (the lower of a pair goes under its
     line; three or more close lines share one label above the highest), so no two overprint."""
     to_axes = ax.transScale + ax.transLimits  # data -> axes fraction, on a linear or log axis
-    placed = sorted((float(to_axes.transform((1.0, v))[1]), name, v) for name, v, _ in refs)
+    log = ax.get_yscale() == "log"
+    # a line a log axis cannot show (copy's optimal 0) is left out, not labelled off the axis
+    placed = sorted(
+        (float(to_axes.transform((1.0, v))[1]), name, v) for name, v, _ in refs if v > 0 or not log
+    )
     clusters: list[list[tuple[float, str, float]]] = []
     for item in placed:
         if clusters and item[0] - clusters[-1][-1][0] < 0.05:
