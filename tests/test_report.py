@@ -689,3 +689,31 @@ def test_loss_vs_n_draws_styles_without_n_as_levels():
     dotted = [line for line in ax.lines if line.get_linestyle() == ":"]
     assert [round(line.get_ydata()[0], 3) for line in dotted] == [0.66]  # one-step's n = 8 mean
     assert "adaptive TBPTT (no fixed n; best lr)" in [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+def test_hardware_comparison_is_reused_until_its_inputs_change(tmp_path, monkeypatch):
+    # compare reads and validates every record again: skipped while nothing it reads changed
+    from tbptt_bench.report import compare as compare_mod
+
+    results = tmp_path / "results"
+    shutil.copytree(FIXTURE, results)
+    calls: list[int] = []
+    real = compare_mod.compare
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(compare_mod, "compare", counting)
+    report.build_report(results, progress=False)
+    page = (results / "REPORT.md").read_text(encoding="utf-8")
+    assert len(calls) == 1 and "## Hardware comparison" in page and "compare.md" in page
+    report.build_report(results, progress=False)
+    assert len(calls) == 1 and (results / "REPORT.md").read_text(encoding="utf-8") == page
+    (bench,) = sorted((results / "benchmarks").rglob("*.json"))[:1]
+    bench.write_text(bench.read_text(encoding="utf-8") + "\n", encoding="utf-8")  # new bytes, same data
+    report.build_report(results, progress=False)
+    assert len(calls) == 2
+    (results / "compare" / "compare.md").unlink()  # an output gone: compared again
+    report.build_report(results, progress=False)
+    assert len(calls) == 3 and (results / "compare" / "compare.md").is_file()

@@ -78,6 +78,10 @@ def _group_order(g: Group) -> tuple:
 
 
 def _hardware_section(ctx: PageContext) -> list[str]:
+    """`tbptt-bench compare` over every device folder, summarised. Compare reads and validates every
+    record again (most of a cached report's time with the full sweeps committed), so its output is
+    reused while the report's code, every group's inputs and the benchmark JSON are unchanged
+    (cached in the manifest like the cross-sweep tables)."""
     devices = sorted({g.device for g in ctx.groups if g.runs})
     md = ["## Hardware comparison", ""]
     if len(devices) < 2:
@@ -86,24 +90,48 @@ def _hardware_section(ctx: PageContext) -> list[str]:
             "`tbptt-bench compare DIR DIR` compares folders from several machines.",
             "",
         ]
-    from .compare import compare
+    from .compare import _bench_files, compare
 
-    out = ctx.out / "compare"
-    paths = compare([ctx.results / d for d in devices], out, warn=False)
-    ctx.written.extend(paths)
-    md += [
-        f"`tbptt-bench compare {' '.join(f'{ctx.results.name}/{d}' for d in devices)}` "
-        f"(first folder = baseline). Full tables: [compare.md]({ctx.link(out / 'compare.md')}).",
-        "",
-    ]
-    text = (out / "compare.md").read_text(encoding="utf-8")
-    if "## Geometric-mean speedup" in text:
-        part = text.split("## Geometric-mean speedup", 1)[1].split("\n## ", 1)[0]
-        md += ["### Geometric-mean speedup per task", *part.strip().splitlines()[1:], ""]
-    png = out / "compare.png"
-    if png in paths:
-        md += [f"![speedup per style, one panel per task]({ctx.link(png)})", ""]
-    return md
+    folders = [ctx.results / d for d in devices]
+    benches = sorted({b for f in folders for b in _bench_files(f)})
+    try:
+        bench_hashes = [(_rel(b, ctx.results), hashlib.sha256(b.read_bytes()).hexdigest()) for b in benches]
+    except OSError:
+        bench_hashes = None  # unreadable now: compare again (it reports what it cannot read)
+    key = hashlib.sha256(
+        json.dumps(
+            [ctx.code, str(ctx.figures), devices, sorted((g.key, g.hash) for g in ctx.groups), bench_hashes]
+        ).encode()
+    ).hexdigest()
+    cache = ctx.previous_cross.get("hardware", {}) if isinstance(ctx.previous_cross, dict) else {}
+    files, lines = cache.get("files", []), cache.get("md", [])
+    fresh = (
+        bench_hashes is not None
+        and cache.get("hash") == key
+        and isinstance(files, list)
+        and isinstance(lines, list)
+        and bool(files)
+        and all(isinstance(f, str) and (ctx.out / f).is_file() for f in files)
+    )
+    if not fresh:
+        out = ctx.out / "compare"
+        paths = compare(folders, out, warn=False)
+        files = [_rel(p, ctx.out) for p in paths]
+        lines = [
+            f"`tbptt-bench compare {' '.join(f'{ctx.results.name}/{d}' for d in devices)}` "
+            f"(first folder = baseline). Full tables: [compare.md]({ctx.link(out / 'compare.md')}).",
+            "",
+        ]
+        text = (out / "compare.md").read_text(encoding="utf-8")
+        if "## Geometric-mean speedup" in text:
+            part = text.split("## Geometric-mean speedup", 1)[1].split("\n## ", 1)[0]
+            lines += ["### Geometric-mean speedup per task", *part.strip().splitlines()[1:], ""]
+        png = out / "compare.png"
+        if png in paths:
+            lines += [f"![speedup per style, one panel per task]({ctx.link(png)})", ""]
+    ctx.cross["hardware"] = {"hash": key, "files": files, "md": lines}
+    ctx.written.extend(ctx.out / f for f in files)
+    return md + lines
 
 
 def _benchmark_section(ctx: PageContext) -> list[str]:
