@@ -77,6 +77,20 @@ def _group_order(g: Group) -> tuple:
     return (SWEEP_ORDER.get(g.sweep, len(SWEEP_ORDER)), g.device, g.sweep)
 
 
+def _cache_hit(entry: object, key: str, out: Path) -> bool:
+    """Whether a section's manifest entry ({hash, files, md}) is still good: same input hash, and
+    every file it wrote is still there (a malformed entry is a miss, never an error)."""
+    if not isinstance(entry, dict):
+        return False
+    files, lines = entry.get("files", []), entry.get("md", [])
+    return (
+        entry.get("hash") == key
+        and isinstance(files, list)
+        and isinstance(lines, list)
+        and all(isinstance(f, str) and (out / f).is_file() for f in files)
+    )
+
+
 def _hardware_section(ctx: PageContext) -> list[str]:
     """`tbptt-bench compare` over every device folder, summarised. Compare reads and validates every
     record again (most of a cached report's time with the full sweeps committed), so its output is
@@ -90,7 +104,8 @@ def _hardware_section(ctx: PageContext) -> list[str]:
             "`tbptt-bench compare DIR DIR` compares folders from several machines.",
             "",
         ]
-    from .compare import _bench_files, compare
+    from .compare import compare
+    from .compare_benchmarks import _bench_files
 
     folders = [ctx.results / d for d in devices]
     benches = sorted({b for f in folders for b in _bench_files(f)})
@@ -105,15 +120,7 @@ def _hardware_section(ctx: PageContext) -> list[str]:
     ).hexdigest()
     cache = ctx.previous_cross.get("hardware", {}) if isinstance(ctx.previous_cross, dict) else {}
     files, lines = cache.get("files", []), cache.get("md", [])
-    fresh = (
-        bench_hashes is not None
-        and cache.get("hash") == key
-        and isinstance(files, list)
-        and isinstance(lines, list)
-        and bool(files)
-        and all(isinstance(f, str) and (ctx.out / f).is_file() for f in files)
-    )
-    if not fresh:
+    if bench_hashes is None or not files or not _cache_hit(cache, key, ctx.out):
         out = ctx.out / "compare"
         paths = compare(folders, out, warn=False)
         files = [_rel(p, ctx.out) for p in paths]
@@ -242,13 +249,7 @@ def _gradient_section(ctx: PageContext) -> list[str]:
             continue
         prev = cache.get(device) if isinstance(cache.get(device), dict) else {}
         files, lines = prev.get("files", []), prev.get("md", [])
-        fresh = (
-            prev.get("hash") == key
-            and isinstance(files, list)
-            and isinstance(lines, list)
-            and all(isinstance(f, str) and (ctx.out / f).is_file() for f in files)
-        )
-        if not fresh:
+        if not _cache_hit(prev, key, ctx.out):
             try:
                 files, lines = _render_gradient_study(ctx, device, G.load_study(path))
             except (ValueError, OSError) as e:
